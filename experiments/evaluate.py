@@ -1,0 +1,61 @@
+"""Evaluate a trained workdir: python -m experiments.evaluate --workdir DIR [--num_importance_samples K] [--split test]
+
+Restores the newest checkpoint and writes DIR/eval_<split>.json with the ELBO,
+its terms, the importance-sampled NLL (K samples), bits/dim and active units.
+"""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import jax
+from absl import app, flags
+
+from vae_jax import checkpointing
+from vae_jax import config as config_lib
+from vae_jax import data as data_lib
+from vae_jax import evaluate as eval_lib
+from vae_jax import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "A training workdir.", required=True)
+flags.DEFINE_integer("num_importance_samples", None, "K for the NLL estimate (default: config.eval).")
+flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Which split to evaluate.")
+flags.DEFINE_integer("num_images", 0, "Evaluate only the first N images (0 = all).")
+flags.DEFINE_integer("batch_size", None, "Images per device batch (default: config.eval).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
+  logging.getLogger("vae_jax").setLevel(logging.INFO)
+  workdir = Path(FLAGS.workdir)
+  config = train.load_config(workdir)
+  k = FLAGS.num_importance_samples or config.eval.num_importance_samples
+  if k < 1:
+    raise app.UsageError(f"--num_importance_samples={k} must be >= 1")
+  model = config_lib.make_model(config)
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
+  template = train.create_train_state(model, jax.random.key(0), config_lib.make_optimizer(
+      config.optimizer, config_lib.make_schedule(config.optimizer, 1, 1)))
+  epoch, state = ckpt.restore_latest(template)
+  if state is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
+  split = data_lib.load_split(config.data, FLAGS.split)
+  images = split.images[: FLAGS.num_images or None]
+  t0 = time.perf_counter()
+  result = eval_lib.evaluate(model, state.params, images, key=train.RunKeys.from_seed(config.seed).eval,
+                             mode=config.data.mode, num_samples=k,
+                             batch_size=FLAGS.batch_size or config.eval.batch_size,
+                             chunk_size=config.eval.chunk_size, progress=True)
+  result.update(split=FLAGS.split, epoch=epoch, step=int(state.step),
+                seconds=time.perf_counter() - t0, device=str(jax.devices()[0].device_kind))
+  out = workdir / f"eval_{FLAGS.split}.json"
+  out.write_text(json.dumps(result, indent=2))
+  print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

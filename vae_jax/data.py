@@ -1,0 +1,173 @@
+"""Datasets: TFDS -> uint8 arrays (decoded once, cached) -> batches on the device.
+
+Images are kept as uint8 [N, H, W, C] on the device for the whole run; a
+batch is a gather by a jitted permutation and a per-batch transform that
+depends on the binarization mode:
+
+* ``static``: fixed binary images (``binarized_mnist`` as published by
+  Larochelle & Murray; any other dataset binarized once from the data seed).
+* ``dynamic``: a fresh Bernoulli draw of the grey levels for every batch, from
+  an explicit key (each example is drawn anew every epoch).
+* ``grey``: uniformly dequantized grey levels (x + u) / 256 in [0, 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MODES = ("static", "dynamic", "grey")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  image_shape: tuple[int, int, int]
+  splits: dict  # our split name -> (tfds split, start, stop)
+  is_binary: bool = False  # pixels already in {0, 1}
+
+
+def _held_out(train="train", test="test", n_val=10000):
+  return {"train": (train, 0, -n_val), "validation": (train, -n_val, None),
+          "test": (test, 0, None)}
+
+
+DATASETS = {
+    "binarized_mnist": DatasetSpec((28, 28, 1), {"train": ("train", 0, None),
+                                                 "validation": ("validation", 0, None),
+                                                 "test": ("test", 0, None)}, is_binary=True),
+    "mnist": DatasetSpec((28, 28, 1), _held_out()),
+    "fashion_mnist": DatasetSpec((28, 28, 1), _held_out()),
+    "cifar10": DatasetSpec((32, 32, 3), _held_out()),
+}
+
+
+class DataError(ValueError):
+  """Data that cannot be used: missing, wrong shape, wrong range, non-finite."""
+
+
+def cache_dir() -> Path:
+  return Path(os.environ.get("VAE_JAX_CACHE", Path.home() / ".cache" / "vae_jax"))
+
+
+def _tfds_data_dir(data_dir: str | None) -> str | None:
+  return data_dir or os.environ.get("TFDS_DATA_DIR") or None
+
+
+@functools.lru_cache(maxsize=16)
+def _decode_tfds_split(name: str, tfds_split: str, data_dir: str | None, download: bool):
+  """All images (uint8) and labels (int32 or None) of a TFDS split, decoded once."""
+  import tensorflow_datasets as tfds  # heavy import, only when data is read
+  try:
+    source = tfds.data_source(name, split=tfds_split, data_dir=data_dir, download=download)
+  except Exception as e:  # TFDS raises several types for a missing dataset
+    where = data_dir or "the default TFDS data dir (~/tensorflow_datasets)"
+    raise DataError(
+        f"Cannot read TFDS dataset {name!r} split {tfds_split!r} from {where}: {e}\n"
+        f"Either let TFDS download it (internet and config.data.download=True) or set "
+        f"TFDS_DATA_DIR (or config.data.data_dir) to a directory holding a prepared copy."
+    ) from e
+  version = str(getattr(getattr(source, "dataset_info", None), "version", "unknown"))
+  cache = cache_dir() / f"{name}-{version}-{tfds_split}-{len(source)}.npz"
+  mocked = type(source).__name__ != "ArrayRecordDataSource" or version == "unknown"
+  if cache.exists() and not mocked:
+    try:
+      with np.load(cache) as f:
+        return f["images"], (f["labels"] if "labels" in f else None)
+    except Exception:  # a corrupt cache is rebuilt, never trusted
+      cache.unlink(missing_ok=True)
+  records = source.__getitems__(list(range(len(source))))
+  images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
+  labels = (np.asarray([r["label"] for r in records], np.int32)
+            if records and "label" in records[0] else None)
+  if not mocked:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+    arrays = {"images": images} if labels is None else {"images": images, "labels": labels}
+    np.savez(tmp, **arrays)
+    os.replace(tmp, cache)
+  return images, labels
+
+
+def check_images(images: np.ndarray, image_shape, *, what: str = "images") -> None:
+  """Raises DataError unless images is [N, *image_shape], finite, in [0, 255]."""
+  images = np.asarray(images)
+  if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
+    raise DataError(f"{what} have shape {images.shape}; expected [N, {', '.join(map(str, image_shape))}]")
+  if images.shape[0] == 0:
+    raise DataError(f"{what} are empty")
+  if np.issubdtype(images.dtype, np.floating) and not np.all(np.isfinite(images)):
+    bad = int(np.sum(~np.isfinite(images)))
+    raise DataError(f"{what} contain {bad} non-finite values (NaN or inf)")
+  lo, hi = float(images.min()), float(images.max())
+  if lo < 0 or hi > 255:
+    raise DataError(f"{what} have values in [{lo}, {hi}]; expected uint8 grey levels in [0, 255] "
+                    "or binary {0, 1}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  images: np.ndarray  # uint8 [N, H, W, C]; for mode "static", values in {0, 1}
+  labels: np.ndarray | None
+
+
+def load_split(data_config, split: str) -> Split:
+  """One split of ``config.data`` as uint8 arrays (binarized once for "static")."""
+  name = data_config.name
+  if name not in DATASETS:
+    raise DataError(f"config.data.name={name!r} is not a known dataset; choose one of {sorted(DATASETS)}")
+  spec = DATASETS[name]
+  if split not in spec.splits:
+    raise DataError(f"split {split!r} is not one of {sorted(spec.splits)}")
+  tfds_split, start, stop = spec.splits[split]
+  images, labels = _decode_tfds_split(name, tfds_split, _tfds_data_dir(data_config.data_dir),
+                                      bool(data_config.download))
+  images = images[start:stop]
+  labels = None if labels is None else labels[start:stop]
+  check_images(images, spec.image_shape, what=f"{name}/{split} images")
+  if data_config.mode == "static" and not spec.is_binary:
+    # One fixed binarization, the same for every run with this data seed.
+    key = jax.random.fold_in(jax.random.key(data_config.binarize_seed), ["train", "validation", "test"].index(split))
+    images = np.asarray(jax.random.bernoulli(key, images / 255.0)).astype(np.uint8)
+  elif spec.is_binary and data_config.mode != "static":
+    raise DataError(f"{name} is binary already: use config.data.mode='static', not {data_config.mode!r}")
+  return Split(images=images, labels=labels)
+
+
+def to_model_input(raw: jax.Array, key: jax.Array | None, mode: str) -> jax.Array:
+  """uint8 batch -> float32 model input for ``mode`` (pure, jittable).
+
+  ``key`` drives the dynamic binarization and the dequantization noise; the
+  static mode needs none.
+  """
+  if mode == "static":
+    return raw.astype(jnp.float32)
+  x = raw.astype(jnp.float32)
+  if mode == "dynamic":
+    return jax.random.bernoulli(key, x / 255.0).astype(jnp.float32)
+  if mode == "grey":
+    return (x + jax.random.uniform(key, x.shape)) / 256.0
+  raise ValueError(f"unknown data mode {mode!r}; choose one of {MODES}")
+
+
+def epoch_batch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
+  """A permutation of the examples cut into [num_batches, batch_size] (last partial batch dropped)."""
+  num_batches = num_examples // batch_size
+  perm = jax.random.permutation(key, num_examples)
+  return perm[: num_batches * batch_size].reshape(num_batches, batch_size)
+
+
+def bits_per_dim(nll_nats: float, num_dims: int, mode: str) -> float:
+  """Negative log-likelihood per dimension in bits, for discrete data.
+
+  For ``grey`` (dequantized x/256 on [0, 1)) the density on [0, 1)^D is moved to
+  the integer grid by adding log 256 per dimension: a true bound on the discrete
+  likelihood (Theis et al. 2016).
+  """
+  bpd = nll_nats / (num_dims * np.log(2.0))
+  return float(bpd + (8.0 if mode == "grey" else 0.0))

@@ -1,0 +1,312 @@
+"""Training: ``create_train_state``, ``train_step``, ``train_epoch``, ``train_and_evaluate``.
+
+Keys: one ``config.seed`` -> ``root = key(seed)`` split once into named keys
+(``init``, ``train``, ``data``, ``eval``). The step key is
+``fold_in(train_key, step)`` and an epoch's order is ``fold_in(data_key,
+epoch)``, so a resumed run needs no saved key and reproduces the run that
+was never stopped, bit for bit.
+
+The training images live on the device as uint8; an epoch is one jitted
+``lax.scan`` over a permutation of their indices, with the state donated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vae_jax import checkpointing
+from vae_jax import config as config_lib
+from vae_jax import data as data_lib
+from vae_jax import evaluate as eval_lib
+from vae_jax import losses
+from vae_jax import models
+
+log = logging.getLogger(__name__)
+
+# Fields that may change between a run and its resumption.
+RESUMABLE_FIELDS = ("num_epochs", "eval_every_epochs", "eval_num_samples", "checkpoint_every_epochs",
+                    "keep_checkpoints", "progress", "eval", "data.data_dir", "data.download")
+
+
+class NonFiniteError(FloatingPointError):
+  """Training produced a NaN or inf loss or gradient."""
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+  def apply_gradients(self, grads):
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
+                        opt_state=opt_state)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunKeys:
+  init: jax.Array
+  train: jax.Array
+  data: jax.Array
+  eval: jax.Array
+
+  @classmethod
+  def from_seed(cls, seed: int) -> "RunKeys":
+    return cls(*jax.random.split(jax.random.key(seed), 4))
+
+
+def create_train_state(model: models.VAE, key: jax.Array, tx: optax.GradientTransformation,
+                       *, output_bias: np.ndarray | None = None) -> TrainState:
+  """Initial state; ``output_bias`` (logits, image-shaped) sets the MLP decoder's output bias."""
+  params = models.init_params(model, key)
+  if output_bias is not None and "dec_out" in params:
+    params = jax.tree.map(lambda p: p, params)  # a copy we may edit
+    params["dec_out"]["bias"] = jnp.asarray(output_bias, jnp.float32).reshape(-1)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx)
+
+
+def kl_weight(step: jax.Array, *, beta: float, warmup_steps: int) -> jax.Array:
+  """beta, reached linearly over ``warmup_steps`` steps (KL warm-up; 0 = none)."""
+  if warmup_steps <= 0:
+    return jnp.asarray(beta, jnp.float32)
+  return beta * jnp.minimum(1.0, step.astype(jnp.float32) / warmup_steps)
+
+
+def train_step(state: TrainState, raw_batch: jax.Array, key: jax.Array, *, model, loss_fn,
+               mode: str, beta: float = 1.0, warmup_steps: int = 0):
+  """One optimizer step on a uint8 batch [B, H, W, C]; returns (state, metrics).
+
+  ``key`` is split into a data key (binarization / dequantization) and one
+  loss key per example. Metrics are batch means of the loss and its aux terms,
+  plus the gradient's global norm and the KL weight used.
+  """
+  data_key, loss_key = jax.random.split(key)
+  x = data_lib.to_model_input(raw_batch, data_key, mode)
+  example_keys = jax.random.split(loss_key, x.shape[0])
+  weight = kl_weight(state.step, beta=beta, warmup_steps=warmup_steps)
+
+  def batch_loss(params):
+    per_example = jax.vmap(lambda xi, ki: loss_fn(model, params, xi, ki, kl_weight=weight))
+    loss, aux = per_example(x, example_keys)
+    return jnp.mean(loss), jax.tree.map(jnp.mean, aux)
+
+  (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params)
+  state = state.apply_gradients(grads)
+  return state, dict(loss=loss, grad_norm=optax.global_norm(grads), kl_weight=weight, **aux)
+
+
+def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float = 1.0,
+                     warmup_steps: int = 0) -> Callable:
+  """A jitted ``train_epoch(state, images, epoch, train_key, data_key) -> (state, metrics)``.
+
+  ``metrics`` holds one value per step (arrays [num_batches]); the state is donated.
+  """
+  step = jax.tree_util.Partial(train_step, model=model, loss_fn=loss_fn, mode=mode,
+                               beta=beta, warmup_steps=warmup_steps)
+
+  def train_epoch(state, images, epoch, train_key, data_key):
+    batches = data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), images.shape[0],
+                                           batch_size)
+
+    def body(state, idx):
+      return step(state, images[idx], jax.random.fold_in(train_key, state.step))
+
+    return jax.lax.scan(body, state, batches)
+
+  return jax.jit(train_epoch, donate_argnums=(0,))
+
+
+def _first_non_finite(metrics: dict) -> tuple[int, list[str]] | None:
+  bad = {k: ~np.isfinite(v) for k, v in metrics.items()}
+  any_bad = np.any(np.stack(list(bad.values())), axis=0)
+  if not np.any(any_bad):
+    return None
+  i = int(np.argmax(any_bad))
+  return i, sorted(k for k, v in bad.items() if v[i])
+
+
+def _config_diff(saved: dict, current: dict, prefix="") -> list[str]:
+  diffs = []
+  for k in sorted(set(saved) | set(current)):
+    name = f"{prefix}{k}"
+    if name in RESUMABLE_FIELDS:
+      continue
+    a, b = saved.get(k, "<missing>"), current.get(k, "<missing>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      diffs += _config_diff(a, b, name + ".")
+    elif json.dumps(a) != json.dumps(b):
+      diffs.append(f"{name}: {a!r} in the workdir, {b!r} now")
+  return diffs
+
+
+def _config_to_json(config) -> dict:
+  return json.loads(config.to_json())
+
+
+def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with (``workdir/config.json``)."""
+  path = Path(workdir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path} does not exist: is {workdir} a training workdir?")
+  cfg = json.loads(path.read_text())
+
+  def tuplify(d):
+    for k, v in d.items():
+      if isinstance(v, dict):
+        tuplify(v)
+      elif isinstance(v, list):
+        d[k] = tuple(tuple(e) if isinstance(e, list) else e for e in v)
+    return d
+
+  return ml_collections.ConfigDict(tuplify(cfg))
+
+
+def load_datasets(config) -> dict[str, data_lib.Split]:
+  return {s: data_lib.load_split(config.data, s) for s in ("train", "validation")}
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+  with path.open("a") as f:
+    f.write(json.dumps(row) + "\n")
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> None:
+  """Drop rows of epochs after the checkpoint we resume from (they will be redone)."""
+  if not path.exists():
+    return
+  rows = [r for r in path.read_text().splitlines() if r.strip()]
+  kept = [r for r in rows if json.loads(r).get("epoch", 0) <= last_epoch]
+  path.write_text("".join(r + "\n" for r in kept))
+
+
+def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | None = None,
+                       datasets: dict[str, data_lib.Split] | None = None) -> tuple[TrainState, dict]:
+  """Trains (or resumes) the configured VAE in ``workdir``; returns (state, last metrics).
+
+  Args:
+    config: a ConfigDict shaped like ``experiments/configs/default.py``.
+    workdir: checkpoints, ``config.json``, ``metrics.jsonl`` and figures go here;
+      rerunning with the same workdir resumes from the newest checkpoint.
+    loss_fn: a per-example loss ``(model, params, x, key, *, kl_weight) -> (loss, aux)``
+      to use instead of ``config.loss`` (see ``vae_jax.losses``).
+    datasets: ``{"train": Split, "validation": Split}`` to use instead of TFDS.
+  """
+  config_lib.validate(config)
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  cfg_path = workdir / "config.json"
+  if cfg_path.exists():
+    diffs = _config_diff(json.loads(cfg_path.read_text()), _config_to_json(config))
+    if diffs:
+      raise config_lib.ConfigError(
+          f"{workdir} holds a run with another config; use a new workdir or the same config. "
+          "Differences:\n  " + "\n  ".join(diffs))
+  model = config_lib.make_model(config)
+  if datasets is None:
+    datasets = load_datasets(config)
+  for name, split in datasets.items():
+    data_lib.check_images(split.images, model.image_shape, what=f"{name} images")
+  cfg_path.write_text(config.to_json(indent=2))
+
+  keys = RunKeys.from_seed(config.seed)
+  train_images = jax.device_put(jnp.asarray(datasets["train"].images, jnp.uint8))
+  steps_per_epoch = train_images.shape[0] // config.batch_size
+  if steps_per_epoch < 1:
+    raise config_lib.ConfigError(f"config.batch_size={config.batch_size} is larger than the "
+                                 f"{train_images.shape[0]} training images")
+  total_epochs = config_lib.num_epochs(config)
+  schedule = config_lib.make_schedule(config.optimizer, steps_per_epoch, total_epochs)
+  tx = config_lib.make_optimizer(config.optimizer, schedule)
+  output_bias = None
+  if config.model.init_output_bias and config.model.likelihood == "bernoulli":
+    p = np.clip(_mean_image(datasets["train"].images, config.data.mode), 1e-3, 1 - 1e-3)
+    output_bias = np.log(p) - np.log1p(-p)
+  state = create_train_state(model, keys.init, tx, output_bias=output_bias)
+
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
+  start_epoch, restored = ckpt.restore_latest(state)
+  if restored is not None:
+    state = restored
+    log.info("resuming %s from epoch %d (step %d)", workdir, start_epoch, int(state.step))
+  metrics_path = workdir / "metrics.jsonl"
+  _truncate_metrics(metrics_path, start_epoch)
+
+  warmup_steps = int(round(config.loss.warmup_epochs * steps_per_epoch))
+  loss_fn = loss_fn or losses.make_loss(config.loss)
+  train_epoch = make_train_epoch(model, loss_fn, mode=config.data.mode, batch_size=config.batch_size,
+                                 beta=config.loss.beta, warmup_steps=warmup_steps)
+  val_images = datasets["validation"].images
+  last = {}
+  epochs = range(start_epoch + 1, total_epochs + 1)
+  bar = None
+  if config.progress and len(epochs):
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total_epochs, initial=start_epoch, desc="train", unit="epoch")
+  try:
+    for epoch in epochs:
+      t0 = time.perf_counter()
+      state, step_metrics = train_epoch(state, train_images, epoch, keys.train, keys.data)
+      step_metrics = jax.device_get(step_metrics)
+      seconds = time.perf_counter() - t0
+      bad = _first_non_finite(step_metrics)
+      if bad is not None:
+        i, terms = bad
+        step = (epoch - 1) * steps_per_epoch + i
+        raise NonFiniteError(
+            f"non-finite {', '.join(terms)} at step {step} (epoch {epoch}, batch {i}); the run "
+            f"stopped and the newest good checkpoint (epoch {max(ckpt.epochs(), default=0)}) is "
+            f"kept in {ckpt.directory}. Lower the learning rate or set "
+            "config.optimizer.grad_clip_norm.")
+      row = {"epoch": epoch, "step": int(state.step), "seconds": seconds,
+             "examples_per_s": steps_per_epoch * config.batch_size / seconds,
+             "learning_rate": float(schedule(int(state.step) - 1))}
+      row.update({f"train_{k}": float(np.mean(v)) for k, v in step_metrics.items()})
+      if epoch % config.eval_every_epochs == 0 or epoch == total_epochs:
+        val = eval_lib.evaluate(model, state.params, val_images, key=keys.eval, mode=config.data.mode,
+                                num_samples=config.eval_num_samples, batch_size=config.eval.batch_size,
+                                chunk_size=config.eval.chunk_size)
+        row.update({f"val_{k}": v for k, v in val.items() if k not in ("num_images",)})
+      _append_jsonl(metrics_path, row)
+      last = row
+      if epoch % config.checkpoint_every_epochs == 0 or epoch == total_epochs:
+        ckpt.save(epoch, state)
+      if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['train_loss']:.2f}",
+                        **({"val_elbo": f"{row['val_elbo']:.2f}"} if "val_elbo" in row else {}))
+  finally:
+    if bar is not None:
+      bar.close()
+    ckpt.close()
+  _save_figures(model, state.params, val_images, keys.eval, config.data.mode, workdir)
+  return state, last
+
+
+def _mean_image(images: np.ndarray, mode: str) -> np.ndarray:
+  scale = 1.0 if mode == "static" else 255.0
+  return np.mean(images, axis=0, dtype=np.float64) / scale
+
+
+def _save_figures(model, params, images, key, mode, workdir: Path) -> None:
+  from vae_jax import plotting
+  figures = workdir / "figures"
+  sample_key, data_key = jax.random.split(jax.random.fold_in(key, 1))
+  samples = model.apply({"params": params}, sample_key, 64, method=model.generate)
+  plotting.save_grid(np.asarray(samples), figures / "samples.png", title="samples from p(x|z), z ~ p(z)")
+  x = data_lib.to_model_input(jnp.asarray(images[:32]), data_key, mode)
+  recon = jax.vmap(lambda xi: model.apply({"params": params}, xi, method=model.reconstruct))(x)
+  plotting.save_reconstructions(np.asarray(x), np.asarray(recon), figures / "reconstructions.png")
