@@ -28,6 +28,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "softplus": jax.nn.softplus,
     "gelu": jax.nn.gelu,
     "silu": jax.nn.silu,
+    "linear": lambda h: h,  # for linear-Gaussian models with exact likelihoods
 }
 LIKELIHOODS = ("bernoulli", "gaussian_fixed", "gaussian_shared", "gaussian_pixel")
 NETWORKS = ("mlp", "conv")
