@@ -28,19 +28,19 @@ MODES = ("static", "dynamic", "grey")
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
   image_shape: tuple[int, int, int]
-  splits: dict  # our split name -> (tfds split, start, stop)
+  splits: dict  # our split name -> (tfds split, part): part "all", or "head"/"tail" of a held-out cut
   is_binary: bool = False  # pixels already in {0, 1}
+  held_out: int = 10000  # size of the "tail" (at most a fifth of the tfds split)
 
 
-def _held_out(train="train", test="test", n_val=10000):
-  return {"train": (train, 0, -n_val), "validation": (train, -n_val, None),
-          "test": (test, 0, None)}
+def _held_out():
+  return {"train": ("train", "head"), "validation": ("train", "tail"), "test": ("test", "all")}
 
 
 DATASETS = {
-    "binarized_mnist": DatasetSpec((28, 28, 1), {"train": ("train", 0, None),
-                                                 "validation": ("validation", 0, None),
-                                                 "test": ("test", 0, None)}, is_binary=True),
+    "binarized_mnist": DatasetSpec((28, 28, 1), {"train": ("train", "all"),
+                                                 "validation": ("validation", "all"),
+                                                 "test": ("test", "all")}, is_binary=True),
     "mnist": DatasetSpec((28, 28, 1), _held_out()),
     "fashion_mnist": DatasetSpec((28, 28, 1), _held_out()),
     "cifar10": DatasetSpec((32, 32, 3), _held_out()),
@@ -81,7 +81,10 @@ def _decode_tfds_split(name: str, tfds_split: str, data_dir: str | None, downloa
         return f["images"], (f["labels"] if "labels" in f else None)
     except Exception:  # a corrupt cache is rebuilt, never trusted
       cache.unlink(missing_ok=True)
-  records = source.__getitems__(list(range(len(source))))
+  try:
+    records = source.__getitems__(list(range(len(source))))  # one batched read
+  except TypeError:  # tfds.testing.mock_data's sources only index one record at a time
+    records = [source[i] for i in range(len(source))]
   images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
   labels = (np.asarray([r["label"] for r in records], np.int32)
             if records and "label" in records[0] else None)
@@ -124,11 +127,13 @@ def load_split(data_config, split: str) -> Split:
   spec = DATASETS[name]
   if split not in spec.splits:
     raise DataError(f"split {split!r} is not one of {sorted(spec.splits)}")
-  tfds_split, start, stop = spec.splits[split]
+  tfds_split, part = spec.splits[split]
   images, labels = _decode_tfds_split(name, tfds_split, _tfds_data_dir(data_config.data_dir),
                                       bool(data_config.download))
-  images = images[start:stop]
-  labels = None if labels is None else labels[start:stop]
+  if part != "all":  # validation = the last images of the training split
+    cut = len(images) - min(spec.held_out, len(images) // 5)
+    rows = slice(0, cut) if part == "head" else slice(cut, None)
+    images, labels = images[rows], (None if labels is None else labels[rows])
   check_images(images, spec.image_shape, what=f"{name}/{split} images")
   if data_config.mode == "static" and not spec.is_binary:
     # One fixed binarization, the same for every run with this data seed.

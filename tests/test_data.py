@@ -1,0 +1,103 @@
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from vae_jax import data as data_lib
+from tests.conftest import requires_binarized_mnist, requires_mnist
+
+
+def data_config(name, mode="static", **kw):
+  return ml_collections.ConfigDict(dict(name=name, mode=mode, data_dir="", download=False,
+                                        binarize_seed=0, **kw))
+
+
+@requires_binarized_mnist
+def test_binarized_mnist_splits_are_the_published_static_binarization():
+  sizes = {}
+  for split in ("train", "validation", "test"):
+    s = data_lib.load_split(data_config("binarized_mnist"), split)
+    assert s.images.dtype == np.uint8 and s.images.shape[1:] == (28, 28, 1)
+    assert set(np.unique(s.images)) <= {0, 1}
+    sizes[split] = s.images.shape[0]
+  assert sizes == {"train": 50000, "validation": 10000, "test": 10000}
+
+
+@requires_mnist
+def test_mnist_validation_is_the_last_10000_training_images():
+  train = data_lib.load_split(data_config("mnist", "dynamic"), "train")
+  val = data_lib.load_split(data_config("mnist", "dynamic"), "validation")
+  assert train.images.shape[0] == 50000 and val.images.shape[0] == 10000
+  assert val.labels.shape == (10000,) and train.images.max() > 1
+  full, _ = data_lib._decode_tfds_split("mnist", "train", data_lib._tfds_data_dir(""), False)
+  np.testing.assert_array_equal(val.images, full[-10000:])
+  # Static mode on a grey dataset: one fixed binarization, the same every time.
+  a = data_lib.load_split(data_config("mnist", "static"), "validation").images
+  b = data_lib.load_split(data_config("mnist", "static"), "validation").images
+  np.testing.assert_array_equal(a, b)
+  assert set(np.unique(a)) == {0, 1}
+
+
+@pytest.mark.parametrize("name,shape", [("fashion_mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
+def test_other_datasets_go_through_the_same_path(name, shape):
+  with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+    data_lib._decode_tfds_split.cache_clear()
+    for mode in ("dynamic", "grey"):
+      for split in ("train", "test"):
+        s = data_lib.load_split(data_config(name, mode), split)
+        assert s.images.dtype == np.uint8 and s.images.shape[1:] == shape
+        x = data_lib.to_model_input(jnp.asarray(s.images[:4]), jax.random.key(0), mode)
+        assert x.dtype == jnp.float32 and x.shape == (4,) + shape
+  data_lib._decode_tfds_split.cache_clear()
+
+
+def test_model_input_modes():
+  raw = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2000, 4, 4, 1)), jnp.uint8)
+  key = jax.random.key(1)
+  grey = data_lib.to_model_input(raw, key, "grey")
+  assert float(grey.min()) >= 0 and float(grey.max()) < 1
+  np.testing.assert_array_equal(np.floor(np.asarray(grey) * 256).astype(np.uint8), raw)
+  binary = data_lib.to_model_input(raw, key, "dynamic")
+  assert set(np.unique(binary)) <= {0.0, 1.0}
+  # E[x_binary] = grey level / 255, checked over 2000 images (std err ~ 0.011 per pixel).
+  np.testing.assert_allclose(binary.mean(0), (raw / 255.0).mean(0), atol=0.05)
+  again = data_lib.to_model_input(raw, key, "dynamic")
+  other = data_lib.to_model_input(raw, jax.random.key(2), "dynamic")
+  np.testing.assert_array_equal(binary, again)
+  assert not np.array_equal(binary, other)
+  static = data_lib.to_model_input(jnp.asarray([[1, 0]], jnp.uint8), None, "static")
+  np.testing.assert_array_equal(static, [[1.0, 0.0]])
+
+
+def test_epoch_batches_are_a_seeded_permutation():
+  idx = data_lib.epoch_batch_indices(jax.random.key(0), 103, 10)
+  assert idx.shape == (10, 10)
+  assert len(np.unique(idx)) == 100 and idx.max() < 103
+  np.testing.assert_array_equal(idx, data_lib.epoch_batch_indices(jax.random.key(0), 103, 10))
+  assert not np.array_equal(idx, data_lib.epoch_batch_indices(jax.random.key(1), 103, 10))
+
+
+@pytest.mark.parametrize("images,match", [
+    (np.zeros((5, 28, 28)), "shape"),
+    (np.zeros((5, 32, 32, 1)), "shape"),
+    (np.full((5, 28, 28, 1), np.nan), "non-finite"),
+    (np.full((5, 28, 28, 1), -1.0), "values"),
+    (np.zeros((0, 28, 28, 1)), "empty"),
+])
+def test_bad_images_are_named(images, match):
+  with pytest.raises(data_lib.DataError, match=match):
+    data_lib.check_images(images, (28, 28, 1))
+
+
+def test_unknown_dataset_and_missing_data_dir_are_named(tmp_path):
+  with pytest.raises(data_lib.DataError, match="imagenet"):
+    data_lib.load_split(data_config("imagenet"), "train")
+  with pytest.raises(data_lib.DataError, match="TFDS_DATA_DIR"):
+    data_lib._decode_tfds_split.__wrapped__("mnist", "train", str(tmp_path / "nowhere"), False)
+
+
+def test_bits_per_dim():
+  assert data_lib.bits_per_dim(784 * np.log(2.0), 784, "static") == pytest.approx(1.0)
+  assert data_lib.bits_per_dim(0.0, 10, "grey") == pytest.approx(8.0)
