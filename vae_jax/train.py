@@ -106,7 +106,11 @@ def train_step(state: TrainState, raw_batch: jax.Array, key: jax.Array, *, model
 
   (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params)
   state = state.apply_gradients(grads)
-  return state, dict(loss=loss, grad_norm=optax.global_norm(grads), kl_weight=weight, **aux)
+  return state, dict(loss=loss, grad_norm=_global_norm(grads), kl_weight=weight, **aux)
+
+
+def _global_norm(tree) -> jax.Array:
+  return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
 
 
 def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float = 1.0,

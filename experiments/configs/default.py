@@ -36,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.num_samples = 1            # L for the ELBO, K for the IWAE bound
   config.loss.analytic_kl = True
   config.loss.beta = 1.0                 # KL weight (beta-VAE)
-  config.loss.warmup_epochs = 0          # linear KL warm-up from 0 to beta
+  config.loss.warmup_epochs = 0.0        # linear KL warm-up from 0 to beta
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adam"         # adam | adamw | sgd
