@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 from pathlib import Path
 
@@ -74,8 +75,7 @@ def _decode_tfds_split(name: str, tfds_split: str, data_dir: str | None, downloa
     ) from e
   version = str(getattr(getattr(source, "dataset_info", None), "version", "unknown"))
   cache = cache_dir() / f"{name}-{version}-{tfds_split}-{len(source)}.npz"
-  mocked = type(source).__name__ != "ArrayRecordDataSource" or version == "unknown"
-  if cache.exists() and not mocked:
+  if cache.exists():
     try:
       with np.load(cache) as f:
         return f["images"], (f["labels"] if "labels" in f else None)
@@ -88,12 +88,13 @@ def _decode_tfds_split(name: str, tfds_split: str, data_dir: str | None, downloa
   images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
   labels = (np.asarray([r["label"] for r in records], np.int32)
             if records and "label" in records[0] else None)
-  if not mocked:
+  try:
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-    arrays = {"images": images} if labels is None else {"images": images, "labels": labels}
-    np.savez(tmp, **arrays)
-    os.replace(tmp, cache)
+    np.savez(tmp, images=images, **({} if labels is None else {"labels": labels}))
+    os.replace(tmp, cache)  # atomic: a killed process never leaves a half-written cache
+  except OSError as e:  # a read-only cache dir costs a re-decode next time, nothing more
+    logging.getLogger(__name__).warning("cannot cache %s in %s: %s (set VAE_JAX_CACHE)", name, cache, e)
   return images, labels
 
 
