@@ -3,8 +3,9 @@
     python -m experiments.train --config experiments/configs/default.py --workdir runs/default
 
 Trains 2 x 200 tanh / 50 latents with the ELBO for 100 epochs at a constant
-learning rate (about 6 min on a 2-core CPU); the test NLL (K = 5000) lands
-near 90 nats. Every experiment config starts from this one.
+learning rate: about 100 s of training on a 2-core CPU (the trainer runs this
+architecture at about 53,000 examples/s there), plus a validation IWAE (K = 50)
+every 10 epochs. Every experiment config starts from this one.
 """
 
 import ml_collections
