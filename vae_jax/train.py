@@ -74,8 +74,8 @@ def create_train_state(model: models.VAE, key: jax.Array, tx: optax.GradientTran
   """Initial state; ``output_bias`` (logits, image-shaped) sets the MLP decoder's output bias."""
   params = models.init_params(model, key)
   if output_bias is not None and "dec_out" in params:
-    params = jax.tree.map(lambda p: p, params)  # a copy we may edit
-    params["dec_out"]["bias"] = jnp.asarray(output_bias, jnp.float32).reshape(-1)
+    bias = jnp.asarray(output_bias, jnp.float32).reshape(-1)
+    params = {**params, "dec_out": {**params["dec_out"], "bias": bias}}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx)
 
 
