@@ -9,18 +9,18 @@ so the numbers do not depend on the batch size.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import compilation
 from vae_jax import data as data_lib
 from vae_jax import distributions as dist
 
 
-@functools.partial(jax.jit, static_argnames=("model", "mode", "num_samples", "chunk_size"))
+@compilation.jit(static_argnames=("model", "mode", "num_samples", "chunk_size"))
 def _batch_stats(model, params, raw, index, key, *, mode, num_samples, chunk_size):
   """Per-image sums for a batch: logsumexp of log w, sum of log w, sum of log p(x|z), KL."""
   num_chunks = -(-num_samples // chunk_size)

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from vae_jax import checkpointing
+from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import evaluate as eval_lib
@@ -131,7 +132,7 @@ def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float 
 
     return jax.lax.scan(body, state, batches)
 
-  return jax.jit(train_epoch, donate_argnums=(0,))
+  return compilation.jit(train_epoch, donate_argnums=(0,))
 
 
 def _first_non_finite(metrics: dict) -> tuple[int, list[str]] | None:
