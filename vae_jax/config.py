@@ -53,6 +53,7 @@ def _check_choice(config, field, choices):
 def validate(config) -> None:
   """Raises ConfigError on the first invalid field; returns None otherwise."""
   _check_int(config, "seed", 0)
+  _check_int(config, "num_devices", 0)
   _check_choice(config, "data.name", data_lib.DATASETS)
   _check_choice(config, "data.mode", data_lib.MODES)
   if data_lib.DATASETS[config.data.name].is_binary and config.data.mode != "static":

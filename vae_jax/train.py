@@ -34,12 +34,14 @@ from vae_jax import data as data_lib
 from vae_jax import evaluate as eval_lib
 from vae_jax import losses
 from vae_jax import models
+from vae_jax import parallel
 
 log = logging.getLogger(__name__)
 
 # Fields that may change between a run and its resumption.
 RESUMABLE_FIELDS = ("num_epochs", "eval_every_epochs", "eval_num_samples", "checkpoint_every_epochs",
-                    "keep_checkpoints", "progress", "eval", "data.data_dir", "data.download")
+                    "keep_checkpoints", "progress", "eval", "data.data_dir", "data.download",
+                    "num_devices")
 
 
 class NonFiniteError(FloatingPointError):
@@ -115,11 +117,15 @@ def _global_norm(tree) -> jax.Array:
 
 
 def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float = 1.0,
-                     warmup_steps: int = 0) -> Callable:
+                     warmup_steps: int = 0, mesh: jax.sharding.Mesh | None = None) -> Callable:
   """A jitted ``train_epoch(state, images, epoch, train_key, data_key) -> (state, metrics)``.
 
   ``metrics`` holds one value per step (arrays [num_batches]); the state is donated.
+  With a ``mesh`` (``vae_jax.parallel``), each batch is split over its devices;
+  place the state and images with ``parallel.replicate`` first.
   """
+  if mesh is not None:
+    parallel.check_batch_size(batch_size, mesh)
   step = jax.tree_util.Partial(train_step, model=model, loss_fn=loss_fn, mode=mode,
                                beta=beta, warmup_steps=warmup_steps)
 
@@ -128,7 +134,10 @@ def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float 
                                            batch_size)
 
     def body(state, idx):
-      return step(state, images[idx], jax.random.fold_in(train_key, state.step))
+      batch = images[idx]
+      if mesh is not None:
+        batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(mesh))
+      return step(state, batch, jax.random.fold_in(train_key, state.step))
 
     return jax.lax.scan(body, state, batches)
 
@@ -228,7 +237,13 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   cfg_path.write_text(config.to_json(indent=2))
 
   keys = RunKeys.from_seed(config.seed)
-  train_images = jax.device_put(jnp.asarray(datasets["train"].images, jnp.uint8))
+  try:
+    mesh = parallel.make_mesh(config.num_devices)
+    parallel.check_batch_size(config.batch_size, mesh, "config.batch_size")
+    parallel.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
+  except ValueError as e:
+    raise config_lib.ConfigError(f"config.num_devices={config.num_devices}: {e}") from None
+  train_images = parallel.replicate(np.asarray(datasets["train"].images, np.uint8), mesh)
   steps_per_epoch = train_images.shape[0] // config.batch_size
   if steps_per_epoch < 1:
     raise config_lib.ConfigError(f"config.batch_size={config.batch_size} is larger than the "
@@ -240,7 +255,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   if config.model.init_output_bias and config.model.likelihood == "bernoulli":
     p = np.clip(_mean_image(datasets["train"].images, config.data.mode), 1e-3, 1 - 1e-3)
     output_bias = np.log(p) - np.log1p(-p)
-  state = create_train_state(model, keys.init, tx, output_bias=output_bias)
+  state = parallel.replicate(create_train_state(model, keys.init, tx, output_bias=output_bias), mesh)
 
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
   start_epoch, restored = ckpt.restore_latest(state)
@@ -253,7 +268,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   warmup_steps = int(round(config.loss.warmup_epochs * steps_per_epoch))
   loss_fn = loss_fn or losses.make_loss(config.loss)
   train_epoch = make_train_epoch(model, loss_fn, mode=config.data.mode, batch_size=config.batch_size,
-                                 beta=config.loss.beta, warmup_steps=warmup_steps)
+                                 beta=config.loss.beta, warmup_steps=warmup_steps, mesh=mesh)
   val_images = datasets["validation"].images
   last = {}
   epochs = range(start_epoch + 1, total_epochs + 1)
@@ -283,7 +298,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
       if epoch % config.eval_every_epochs == 0 or epoch == total_epochs:
         val = eval_lib.evaluate(model, state.params, val_images, key=keys.eval, mode=config.data.mode,
                                 num_samples=config.eval_num_samples, batch_size=config.eval.batch_size,
-                                chunk_size=config.eval.chunk_size)
+                                chunk_size=config.eval.chunk_size, mesh=mesh)
         row.update({f"val_{k}": v for k, v in val.items() if k not in ("num_images",)})
       _append_jsonl(metrics_path, row)
       last = row

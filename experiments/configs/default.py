@@ -58,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 10
   config.keep_checkpoints = 2
   config.progress = True                 # progress bar with ETA
+  config.num_devices = 0                 # data-parallel over this many devices (0 = all)
 
   # experiments.evaluate defaults
   config.eval = ml_collections.ConfigDict()
