@@ -11,6 +11,7 @@ import math
 import optax
 
 from vae_jax import data as data_lib
+from vae_jax import layers
 from vae_jax import losses
 from vae_jax import models
 
@@ -59,6 +60,7 @@ def validate(config) -> None:
   if data_lib.DATASETS[config.data.name].is_binary and config.data.mode != "static":
     _fail("data.mode", config.data.mode, f"{config.data.name} is binary already: use 'static'")
   _check_choice(config, "model.network", models.NETWORKS)
+  _check_choice(config, "model.conv_implementation", layers.IMPLEMENTATIONS)
   _check_choice(config, "model.activation", models.ACTIVATIONS)
   _check_choice(config, "model.likelihood", models.LIKELIHOODS)
   latent_dims = tuple(config.model.latent_dims)
@@ -138,6 +140,7 @@ def make_model(config) -> models.VAE:
       latent_dims=tuple(m.latent_dims),
       hidden_sizes=tuple(tuple(h) for h in m.hidden_sizes),
       activation=m.activation, network=m.network, conv_features=tuple(m.conv_features),
+      conv_implementation=m.get("conv_implementation", "auto"),
       likelihood=m.likelihood, fixed_log_sigma=float(m.fixed_log_sigma))
 
 
