@@ -113,7 +113,8 @@ def kl_diagonal(m1, lv1, m2, lv2):
   return 0.5 * jnp.sum(lv2 - lv1 + (jnp.exp(lv1) + (m1 - m2) ** 2) / jnp.exp(lv2) - 1.0)
 
 
-print(f"{'shift of q (mean / std, logvar)':>31} {'ELBO':>9} {'KL(q||post)':>12} {'sum':>9}  log p(x) = {log_px:.4f}")
+print(f"{'shift of q (mean / std, logvar)':>31} {'ELBO':>9} {'KL(q||post)':>12} {'sum':>9}",
+      f" log p(x) = {log_px:.4f}")
 for dm, dlv in ((0.0, 0.0), (0.3, 0.0), (0.0, 1.0), (-0.5, -1.0), (1.0, 0.5)):
   q_mean, q_logvar = post_mean + dm * post_std, post_logvar + dlv
   bound = float(lgm.elbo(lg, x, q_mean, q_logvar))
@@ -245,7 +246,7 @@ ax0.axvline(truth[0], color="k", lw=1, label="exact")
 ax0.set_xlabel(r"single-sample estimate of $\partial\,\mathrm{ELBO} / \partial \mu_1$")
 ax0.set_ylabel("density")
 ax0.set_yscale("log")
-ax0.legend(fontsize=8)
+ax0.legend(fontsize=8, loc="upper left")
 sizes = [1, 4, 16, 64, 256, 1024]
 for name, g in estimates.items():
   g = np.asarray(g, np.float64)
@@ -276,8 +277,10 @@ x_image = x.reshape(model.image_shape)
 loss_keys = jax.random.split(loss_key, 4096)
 loss, aux = jax.jit(jax.vmap(lambda k: losses.elbo_loss(model, params, x_image, k)))(loss_keys)
 print(f"exact ELBO             {float(elbo_value):.3f}")
-print(f"-elbo_loss, mean of {len(loss_keys)}  {float(-loss.mean()):.3f} +- {float(loss.std() / np.sqrt(len(loss))):.3f}")
-assert abs(float(-loss.mean() - elbo_value)) < 5 * float(loss.std() / np.sqrt(len(loss)))
-iwae = jax.jit(jax.vmap(lambda k: losses.iwae_loss(model, params, x_image, k, num_samples=64)[0]))(loss_keys[:256])
+standard_error = float(loss.std() / np.sqrt(len(loss)))
+print(f"-elbo_loss, mean of {len(loss_keys)}  {float(-loss.mean()):.3f} +- {standard_error:.3f}")
+assert abs(float(-loss.mean() - elbo_value)) < 5 * standard_error
+iwae_keys = loss_keys[:256]
+iwae = jax.jit(jax.vmap(lambda k: losses.iwae_loss(model, params, x_image, k, num_samples=64)[0]))(iwae_keys)
 print(f"-iwae_loss, K = 64      {float(-iwae.mean()):.3f}   (between the ELBO and log p(x) = {log_px:.3f})")
 assert float(elbo_value) < float(-iwae.mean()) < log_px + 0.05

@@ -2,8 +2,8 @@
 
 Each notebook is executed by a fresh ``python3`` kernel of this interpreter (the
 kernel inherits this process's environment: TFDS_DATA_DIR, the session's data
-cache, PYTHONPATH pointing at this checkout), with the Agg backend and its
-figures written to a temporary directory, never into the repository.
+cache, PYTHONPATH pointing at this checkout), with the Agg backend, and its
+figures and training workdirs in a temporary directory, never in the repository.
 """
 
 import os
@@ -23,7 +23,8 @@ NOTEBOOKS = ROOT / "notebooks"
 # notebook -> (the PNGs it must write, the TFDS datasets it reads)
 EXPECTED = {
     "01_elbo_from_scratch": (["01_elbo_gap.png", "01_gradient_variance.png"], []),
-    "02_extend_a_loss": (["02_kl_per_unit.png", "02_reconstructions.png"], [requires_binarized_mnist, requires_mnist]),
+    "02_extend_a_loss": (["02_kl_per_unit.png", "02_reconstructions.png"],
+                         [requires_binarized_mnist, requires_mnist]),
     "03_importance_sampling": (["03_iwae_bounds.png"], [requires_binarized_mnist]),
 }
 
@@ -57,6 +58,7 @@ def test_notebook_and_text_twin_have_the_same_cells_and_no_outputs(name):
 def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
   figures = tmp_path / "figures"
   monkeypatch.setenv("VAE_JAX_FIGURES", str(figures))
+  monkeypatch.setenv("VAE_JAX_WORKDIR", str(tmp_path / "runs"))
   monkeypatch.setenv("MPLBACKEND", "Agg")
   monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
   nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
