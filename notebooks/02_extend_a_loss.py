@@ -34,7 +34,8 @@
 # We compare reconstructions and the KL of each latent unit.
 #
 # Small default settings (a 10,000-image subset, a few epochs: well under a minute on a 2-core CPU);
-# `FULL_RUN = True` trains on the whole training split for 20 epochs (about ten minutes).
+# `FULL_RUN = True` trains on the whole training split for 20 epochs (about 5 minutes of CPU time;
+# 10 minutes on a busy 2-core machine).
 
 # %%
 FULL_RUN = False
