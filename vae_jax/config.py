@@ -11,6 +11,7 @@ import math
 import optax
 
 from vae_jax import data as data_lib
+from vae_jax import hvae
 from vae_jax import layers
 from vae_jax import losses
 from vae_jax import models
@@ -82,6 +83,7 @@ def validate(config) -> None:
     _fail("model.likelihood", "bernoulli", "grey-level data needs a Gaussian likelihood "
           "(or set data.mode to 'static' or 'dynamic')")
   _check_float(config, "model.fixed_log_sigma", -10.0, 5.0)
+  _validate_kind_and_prior(config, latent_dims)
 
   _check_choice(config, "loss.name", losses.LOSSES)
   _check_int(config, "loss.num_samples", 1)
@@ -118,6 +120,44 @@ def validate(config) -> None:
   _check_int(config, "eval.chunk_size", 1)
 
 
+PSEUDO_INPUT_INITS = ("noise", "data")
+
+
+def _validate_kind_and_prior(config, latent_dims) -> None:
+  """model.kind / prior / num_components / pseudo_inputs_init and the loss fields they need."""
+  _check_choice(config, "model.kind", models.KINDS)
+  _check_choice(config, "model.prior", models.PRIORS)
+  _check_int(config, "model.num_components", 1)
+  _check_choice(config, "model.pseudo_inputs_init", PSEUDO_INPUT_INITS)
+  _check_choice(config, "loss.corruption", losses.CORRUPTIONS)
+  kind, prior, loss = config.model.kind, config.model.prior, config.loss
+  if kind == "autoencoder":
+    if len(latent_dims) != 1:
+      _fail("model.latent_dims", config.model.latent_dims, "the autoencoder has one code layer")
+    if prior != "standard":
+      _fail("model.prior", prior, "the autoencoder has no prior: use 'standard' (ignored)")
+    if loss.name != "autoencoder":
+      _fail("loss.name", loss.name, "model.kind='autoencoder' trains with loss.name='autoencoder'")
+  elif loss.name == "autoencoder":
+    _fail("loss.name", loss.name, f"the reconstruction-only loss needs model.kind='autoencoder', "
+          f"not {kind!r}")
+  if kind == "hvae" and len(latent_dims) != 2:
+    _fail("model.latent_dims", config.model.latent_dims, "model.kind='hvae' has two stochastic "
+          "layers (z_1, z_2)")
+  if prior != "standard" and loss.name == "elbo" and loss.analytic_kl:
+    _fail("loss.analytic_kl", True, f"the closed-form KL needs the standard prior, not {prior!r}; "
+          "set it to False for a Monte Carlo KL")
+  if loss.corruption == "none":
+    return
+  if loss.name != "autoencoder":
+    _fail("loss.corruption", loss.corruption, "input corruption is for the denoising autoencoder "
+          "(loss.name='autoencoder'); use 'none'")
+  if loss.corruption in ("mask", "flip"):
+    _check_float(config, "loss.corruption_level", 0.0, 1.0)
+  else:
+    _check_float(config, "loss.corruption_level", 0.0)
+
+
 def burda_stage_epochs(opt_config) -> list[int]:
   """Epochs in each stage of Burda et al.'s schedule: 3^i (times the scale), at least 1."""
   return [max(1, round(3**i * opt_config.burda_epoch_scale)) for i in range(opt_config.burda_stages)]
@@ -134,14 +174,18 @@ def num_epochs(config) -> int:
 
 
 def make_model(config) -> models.VAE:
+  """The configured model: ``models.VAE`` or, for model.kind='hvae', ``hvae.HVAE``."""
   m = config.model
-  return models.VAE(
+  kind = m.get("kind", "vae")
+  cls = hvae.HVAE if kind == "hvae" else models.VAE
+  return cls(
       image_shape=data_lib.DATASETS[config.data.name].image_shape,
       latent_dims=tuple(m.latent_dims),
       hidden_sizes=tuple(tuple(h) for h in m.hidden_sizes),
       activation=m.activation, network=m.network, conv_features=tuple(m.conv_features),
       conv_implementation=m.get("conv_implementation", "auto"),
-      likelihood=m.likelihood, fixed_log_sigma=float(m.fixed_log_sigma))
+      likelihood=m.likelihood, fixed_log_sigma=float(m.fixed_log_sigma),
+      kind=kind, prior=m.get("prior", "standard"), num_components=int(m.get("num_components", 500)))
 
 
 def make_schedule(opt_config, steps_per_epoch: int, total_epochs: int) -> optax.Schedule:

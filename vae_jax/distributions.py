@@ -80,3 +80,31 @@ def gaussian_likelihood_log_prob(x: jax.Array, mean: jax.Array,
   """
   logvar = 2.0 * jnp.asarray(log_sigma, dtype=mean.dtype)
   return gaussian_log_prob(x, mean, logvar, event_ndim=event_ndim)
+
+
+def mixture_gaussian_log_prob(z: jax.Array, log_weights: jax.Array, means: jax.Array,
+                              logvars: jax.Array) -> jax.Array:
+  """log sum_k w_k N(z; means[k], diag(exp(logvars[k]))), stable in log space.
+
+  Args:
+    z: [..., D] points (any leading axes).
+    log_weights: [K] log mixture weights (normalized: logsumexp = 0).
+    means, logvars: [K, D] component parameters.
+
+  Returns:
+    [...] log-densities.
+  """
+  comp = gaussian_log_prob(z[..., None, :], means, logvars)  # [..., K]
+  return jax.nn.logsumexp(comp + log_weights, axis=-1)
+
+
+def mixture_gaussian_sample(key: jax.Array, log_weights: jax.Array, means: jax.Array,
+                            logvars: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
+  """Draws from the diagonal Gaussian mixture: k ~ Categorical(w), z ~ N(means[k], exp(logvars[k])).
+
+  Returns ``sample_shape + (D,)``; differentiable in the component parameters
+  (not in the weights: the component index is discrete).
+  """
+  k_key, z_key = jax.random.split(key)
+  k = jax.random.categorical(k_key, log_weights, shape=sample_shape)
+  return gaussian_sample(z_key, means[k], logvars[k])

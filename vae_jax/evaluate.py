@@ -44,11 +44,16 @@ def _batch_stats(model, params, raw, index, key, *, mode, num_samples, chunk_siz
     init = (jnp.float32(-jnp.inf), jnp.float32(0.0), jnp.float32(0.0))
     (lse, sum_lw, sum_lpx), _ = jax.lax.scan(chunk, init, jnp.arange(num_chunks))
     mean, logvar = model.apply({"params": params}, x, method=model.encode)
+    kl_analytic = (dist.kl_gaussian_standard_normal(mean, logvar)
+                   if _closed_form_kl(model) and logvar is not None else jnp.float32(0.0))
     return dict(log_px=lse - math.log(num_samples), elbo_mc=sum_lw / num_samples,
-                log_px_z=sum_lpx / num_samples, kl_analytic=dist.kl_gaussian_standard_normal(mean, logvar),
-                mean=mean)
+                log_px_z=sum_lpx / num_samples, kl_analytic=kl_analytic, mean=mean)
 
   return jax.vmap(one_image)(raw, index)
+
+
+def _closed_form_kl(model) -> bool:
+  return getattr(model, "closed_form_kl", len(model.latent_dims) == 1)
 
 
 def evaluate(model, params, images: np.ndarray, *, key: jax.Array, mode: str,
@@ -62,13 +67,20 @@ def evaluate(model, params, images: np.ndarray, *, key: jax.Array, mode: str,
     recon: -E_q[log p(x|z)];  kl: KL(q(z|x) || p(z));
     nll: -log p(x) estimated with ``num_samples`` importance samples;
     bits_per_dim: nll in bits per pixel (discrete data);
-    active_units: units of z_1 with Cov_x(E_q[z_1]) > 0.01 (Burda et al. 2016).
+    active_units: units of z_1 with Cov_x(E_q[z_1]) > 0.01 (Burda et al. 2016);
+      for ``hvae.HVAE``, units of z_2 (the layer inferred from x).
+  The KL is in closed form only for one stochastic layer with the standard
+  prior. An autoencoder (``model.deterministic``) has no likelihood: it gets
+  ``recon``, ``kl`` = 0 and ``active_units`` only, from one pass per image.
 
   With a ``mesh`` (``vae_jax.parallel``) each batch of images is split over
   its devices (``batch_size`` must divide evenly).
   """
   if num_samples < 1:
     raise ValueError(f"num_samples={num_samples} must be >= 1")
+  deterministic = getattr(model, "deterministic", False)
+  if deterministic:
+    num_samples = 1
   chunk_size = min(chunk_size, num_samples)
   if mesh is not None:
     parallel.check_batch_size(batch_size, mesh)
@@ -99,13 +111,15 @@ def evaluate(model, params, images: np.ndarray, *, key: jax.Array, mode: str,
   means = np.concatenate(means)
   result = {name: value / n for name, value in sums.items()}
   recon = -result["log_px_z"]
-  if len(model.latent_dims) == 1:  # closed form: the ELBO carries only the recon's MC noise
+  if _closed_form_kl(model):  # closed form: the ELBO carries only the recon's MC noise
     kl = result["kl_analytic"]
   else:  # E_q[log q(z|x) - log p(z)] from the same samples
     kl = -result["elbo_mc"] - recon
   nll = -result["log_px"]
   num_dims = int(np.prod(images.shape[1:]))
   active = int(np.sum(np.var(means, axis=0, dtype=np.float64) > 0.01))
+  if deterministic:
+    return dict(recon=recon, kl=0.0, active_units=active, num_images=n, num_importance_samples=0)
   return dict(elbo=-(recon + kl), recon=recon, kl=kl, nll=nll,
               bits_per_dim=data_lib.bits_per_dim(nll, num_dims, mode),
               active_units=active, num_images=n, num_importance_samples=num_samples)

@@ -72,7 +72,51 @@ def iwae_loss(model, params, x: jax.Array, key: jax.Array, *, kl_weight=1.0,
   return -bound, dict(iwae=bound, elbo=-(recon + kl), recon=recon, kl=kl)
 
 
-LOSSES = {"elbo": elbo_loss, "iwae": iwae_loss}
+CORRUPTIONS = ("none", "mask", "flip", "gaussian")
+
+
+def corrupt(key: jax.Array, x: jax.Array, corruption: str, level: float) -> jax.Array:
+  """A corrupted copy of x for a denoising autoencoder; the same key gives the same copy.
+
+  "mask": each pixel set to 0 with probability ``level`` (Vincent et al. 2008);
+  "flip": each pixel replaced by 1 - x with probability ``level`` (salt and
+  pepper on binary images); "gaussian": x + level * N(0, 1); "none": x.
+  """
+  if corruption == "none":
+    return x
+  if corruption == "mask":
+    return jnp.where(jax.random.bernoulli(key, level, x.shape), jnp.zeros_like(x), x)
+  if corruption == "flip":
+    return jnp.where(jax.random.bernoulli(key, level, x.shape), 1.0 - x, x)
+  if corruption == "gaussian":
+    return x + level * jax.random.normal(key, x.shape, x.dtype)
+  raise ValueError(f"corruption={corruption!r}: choose one of {CORRUPTIONS}")
+
+
+def _reconstruction_log_prob(module, x_in, x):
+  code, _ = module.encode(x_in)
+  return module.log_likelihood(x, module.decode(code))
+
+
+def autoencoder_loss(model, params, x: jax.Array, key: jax.Array, *, kl_weight=1.0,
+                     corruption: str = "none", corruption_level: float = 0.0):
+  """Reconstruction loss of a (denoising) autoencoder for one example: -log p(x | z = f(x~)).
+
+  The code z = f(x~) is the encoder's deterministic output (``model.kind =
+  "autoencoder"``) at x~ = ``corrupt(key, x, corruption, corruption_level)``;
+  the decoder's likelihood scores the clean x. There is no prior and no KL
+  (``kl`` is exactly 0 and ``kl_weight`` has nothing to weigh); without
+  corruption the key is not used.
+
+  Returns:
+    (loss, aux) with aux = {recon, kl}.
+  """
+  x_in = corrupt(key, x, corruption, corruption_level)
+  recon = -model.apply({"params": params}, x_in, x, method=_reconstruction_log_prob)
+  return recon, dict(recon=recon, kl=jnp.zeros_like(recon))
+
+
+LOSSES = {"elbo": elbo_loss, "iwae": iwae_loss, "autoencoder": autoencoder_loss}
 
 
 def make_loss(loss_config) -> LossFn:
@@ -82,5 +126,8 @@ def make_loss(loss_config) -> LossFn:
                              analytic_kl=loss_config.analytic_kl)
   if loss_config.name == "iwae":
     return functools.partial(iwae_loss, num_samples=loss_config.num_samples)
+  if loss_config.name == "autoencoder":
+    return functools.partial(autoencoder_loss, corruption=loss_config.get("corruption", "none"),
+                             corruption_level=float(loss_config.get("corruption_level", 0.0)))
   raise ValueError(f"config.loss.name={loss_config.name!r} is not a known loss; "
                    f"choose one of {sorted(LOSSES)}")

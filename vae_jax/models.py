@@ -8,6 +8,13 @@ per layer, not K.
 Stochastic layers are numbered from the data up: z_1 is next to x, z_L is the
 top, with prior N(0, I). The inference network is q(z_1|x) q(z_2|z_1) ...,
 the generative one p(z_L) p(z_{L-1}|z_L) ... p(x|z_1) (Burda et al. 2016).
+
+The prior p(z_L) is N(0, I) ("standard"), a learnable Gaussian mixture
+("mog") or the VampPrior ("vamp", Tomczak & Welling 2018): the mixture of the
+encoder's posteriors at K learnable pseudo-inputs. Only the standard prior
+has a closed-form KL. ``kind="autoencoder"`` makes the code deterministic
+(z = the encoder's output, no prior, KL exactly 0): the non-generative
+baseline. Tomczak & Welling's two-level HVAE is ``vae_jax.hvae.HVAE``.
 """
 
 from __future__ import annotations
@@ -30,10 +37,31 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": jax.nn.gelu,
     "silu": jax.nn.silu,
     "linear": lambda h: h,  # for linear-Gaussian models with exact likelihoods
+    # Gated linear units, h = (W x + b) * sigmoid(V x + c) (Dauphin et al. 2017), as in
+    # Tomczak & Welling (2018): layers built with ``activate`` use two maps; the entry is the gate.
+    "gated": jax.nn.sigmoid,
 }
+GATED = "gated"
 LIKELIHOODS = ("bernoulli", "gaussian_fixed", "gaussian_shared", "gaussian_pixel")
 NETWORKS = ("mlp", "conv")
+PRIORS = ("standard", "mog", "vamp")
+KINDS = ("vae", "hvae", "autoencoder")  # hvae: vae_jax.hvae.HVAE
 MIN_SIGMA = 1e-3
+# VampPrior pseudo-inputs start at N(0.05, 0.01^2) per pixel (Tomczak & Welling's default)
+# and enter the encoder clipped to [0, 1], the range of the data.
+PSEUDO_INPUT_MEAN, PSEUDO_INPUT_STD = 0.05, 0.01
+
+
+def activate(activation: str, make_layer: Callable[[str], nn.Module], h: jax.Array,
+             name: str, gate_name: str) -> jax.Array:
+  """activation(layer(h)), or layer(h) * sigmoid(gate(h)) for "gated".
+
+  ``make_layer(name)`` builds the (dense or convolutional) layer; the gated
+  form builds a second one named ``gate_name``.
+  """
+  if activation == GATED:
+    return make_layer(name)(h) * jax.nn.sigmoid(make_layer(gate_name)(h))
+  return ACTIVATIONS[activation](make_layer(name)(h))
 
 
 class MLP(nn.Module):
@@ -43,21 +71,58 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, h: jax.Array) -> jax.Array:
-    act = ACTIVATIONS[self.activation]
     for i, width in enumerate(self.features):
-      h = act(nn.Dense(width, name=f"dense_{i}")(h))
+      h = activate(self.activation, lambda n, w=width: nn.Dense(w, name=n), h, f"dense_{i}", f"gate_{i}")
     return h
 
 
 class GaussianHead(nn.Module):
-  """Dense map to the mean and log-variance of a diagonal Gaussian."""
+  """Dense map to the mean and log-variance of a diagonal Gaussian.
+
+  ``logvar_bounds`` (lo, hi) clips the log-variance (Tomczak & Welling clip to [-6, 2]).
+  """
   features: int
+  logvar_bounds: tuple[float, float] | None = None
 
   @nn.compact
   def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
     mean = nn.Dense(self.features, name="mean")(h)
     logvar = nn.Dense(self.features, name="logvar")(h)
+    if self.logvar_bounds is not None:
+      logvar = jnp.clip(logvar, *self.logvar_bounds)
     return mean, logvar
+
+
+class CodeHead(nn.Module):
+  """Dense map to a deterministic code (the autoencoder's encoder output); no variance."""
+  features: int
+
+  @nn.compact
+  def __call__(self, h: jax.Array) -> tuple[jax.Array, None]:
+    return nn.Dense(self.features, name="mean")(h), None
+
+
+class MixturePrior(nn.Module):
+  """Learnable prior p(z) = sum_k softmax(logits)_k N(z; means_k, diag(exp(logvars_k))).
+
+  Means start at N(0, 1) draws (distinct components), log-variances at 0,
+  weights uniform. Calling it returns (log_weights [K], means [K, D], logvars [K, D]).
+  """
+  features: int
+  num_components: int
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+    k, d = self.num_components, self.features
+    logits = self.param("logits", nn.initializers.zeros_init(), (k,))
+    means = self.param("means", nn.initializers.normal(1.0), (k, d))
+    logvars = self.param("logvars", nn.initializers.zeros_init(), (k, d))
+    return jax.nn.log_softmax(logits), means, logvars
+
+
+def pseudo_input_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+  """VampPrior pseudo-inputs at N(PSEUDO_INPUT_MEAN, PSEUDO_INPUT_STD^2) per pixel."""
+  return PSEUDO_INPUT_MEAN + PSEUDO_INPUT_STD * jax.random.normal(key, shape, dtype)
 
 
 class ConvEncoderTrunk(nn.Module):
@@ -68,12 +133,12 @@ class ConvEncoderTrunk(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, image_ndim: int = 3) -> jax.Array:
-    act = ACTIVATIONS[self.activation]
     lead = x.shape[:-image_ndim]
     h = x.reshape((-1,) + x.shape[-image_ndim:])
     for i, f in enumerate(self.features):
-      h = act(layers.Conv(f, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}",
-                              implementation=self.implementation)(h))
+      conv = lambda n, f=f: layers.Conv(f, (3, 3), strides=(2, 2), padding="SAME", name=n,
+                                        implementation=self.implementation)
+      h = activate(self.activation, conv, h, f"conv_{i}", f"gate_{i}")
     return h.reshape(lead + (-1,))
 
 
@@ -87,17 +152,18 @@ class ConvDecoderTrunk(nn.Module):
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
-    act = ACTIVATIONS[self.activation]
     height, width, _ = self.image_shape
     scale = 2 ** len(self.features)
     base = (height // scale, width // scale)
     lead = z.shape[:-1]
     feats = tuple(reversed(self.features))
-    h = act(nn.Dense(base[0] * base[1] * feats[0], name="project")(z))
+    h = activate(self.activation, lambda n: nn.Dense(base[0] * base[1] * feats[0], name=n), z,
+                 "project", "project_gate")
     h = h.reshape((-1,) + base + (feats[0],))
     for i, f in enumerate(feats):
-      h = act(layers.ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME",
-                                       name=f"deconv_{i}", implementation=self.implementation)(h))
+      deconv = lambda n, f=f: layers.ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME", name=n,
+                                                   implementation=self.implementation)
+      h = activate(self.activation, deconv, h, f"deconv_{i}", f"deconv_gate_{i}")
     h = layers.Conv(self.out_channels, (3, 3), padding="SAME", name="out",
                     implementation=self.implementation)(h)
     return h.reshape(lead + tuple(self.image_shape[:2]) + (self.out_channels,))
@@ -118,6 +184,13 @@ class VAE(nn.Module):
       elsewhere), "patches" or "xla"; see ``vae_jax.layers``.
     likelihood: one of ``LIKELIHOODS``.
     fixed_log_sigma: log sigma of the "gaussian_fixed" likelihood.
+    kind: "vae", or "autoencoder": z_1 = the encoder's output, deterministic
+      (the sampling key is ignored), log p(z) = log q(z|x) = KL = 0 exactly;
+      one stochastic layer only.
+    prior: p(z_L), one of ``PRIORS``: "standard" N(0, I), "mog" a learnable
+      mixture of ``num_components`` diagonal Gaussians, "vamp" the VampPrior
+      (1/K) sum_k q(z_L | u_k) with K = ``num_components`` learnable
+      pseudo-inputs u_k (param ``pseudo_inputs`` [K, H, W, C]).
   """
   image_shape: Sequence[int] = (28, 28, 1)
   latent_dims: Sequence[int] = (50,)
@@ -128,10 +201,23 @@ class VAE(nn.Module):
   conv_implementation: str = "auto"
   likelihood: str = "bernoulli"
   fixed_log_sigma: float = 0.0
+  kind: str = "vae"
+  prior: str = "standard"
+  num_components: int = 500
 
   @property
   def num_pixels(self) -> int:
     return int(math.prod(self.image_shape))
+
+  @property
+  def deterministic(self) -> bool:
+    """True for the autoencoder: no sampling, no prior, no likelihood bound."""
+    return self.kind == "autoencoder"
+
+  @property
+  def closed_form_kl(self) -> bool:
+    """Whether ``__call__`` returns the exact KL (one layer, N(0, I) prior; 0 for the autoencoder)."""
+    return self.deterministic or (len(self.latent_dims) == 1 and self.prior == "standard")
 
   def setup(self):
     n_layers = len(self.latent_dims)
@@ -145,13 +231,23 @@ class VAE(nn.Module):
       self.enc_trunk0 = MLP(tuple(self.hidden_sizes[0]), self.activation)
       self.dec_trunk0 = MLP(tuple(reversed(self.hidden_sizes[0])), self.activation)
       self.dec_out = nn.Dense(self.num_pixels)
-    self.enc_heads = [GaussianHead(d) for d in self.latent_dims]
+    self.enc_heads = ([CodeHead(self.latent_dims[0])] if self.deterministic
+                      else [GaussianHead(d) for d in self.latent_dims])
     self.enc_trunks = [MLP(tuple(self.hidden_sizes[l]), self.activation)
                        for l in range(1, n_layers)]
     # p(z_l | z_{l+1}) for l = 1 .. L-1 (index l-1).
     self.dec_trunks = [MLP(tuple(reversed(self.hidden_sizes[l])), self.activation)
                        for l in range(1, n_layers)]
     self.dec_heads = [GaussianHead(self.latent_dims[l - 1]) for l in range(1, n_layers)]
+    self._setup_likelihood_and_prior()
+
+  def _setup_likelihood_and_prior(self):
+    """Parameters of the likelihood's sigma and of the prior (shared with ``hvae.HVAE``)."""
+    if self.prior == "mog":
+      self.mixture = MixturePrior(self.latent_dims[-1], self.num_components)
+    elif self.prior == "vamp":
+      self.pseudo_inputs = self.param("pseudo_inputs", pseudo_input_init,
+                                      (self.num_components,) + tuple(self.image_shape))
     if self.likelihood == "gaussian_shared":
       self.sigma_raw = self.param("sigma_raw", nn.initializers.constant(0.5413), ())
     elif self.likelihood == "gaussian_pixel":
@@ -189,6 +285,40 @@ class VAE(nn.Module):
     """E[x | z_1] from the decoder output."""
     return jax.nn.sigmoid(decoded) if self.likelihood == "bernoulli" else decoded
 
+  # -- the prior on the top layer ---------------------------------------------
+  def encode_top(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """q(z_L | x) as a Gaussian: for L > 1 through the encoder's means (z_l = E[z_l]).
+
+    The VampPrior's components are this at the pseudo-inputs; for L = 1 they
+    are exactly the posteriors q(z_1 | u_k).
+    """
+    mean, logvar = self.encode(x)
+    for l in range(1, len(self.latent_dims)):
+      mean, logvar = self.enc_heads[l](self.enc_trunks[l - 1](mean))
+    return mean, logvar
+
+  def prior_components(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(log_weights [K], means [K, D_L], logvars [K, D_L]) of the mixture prior ("mog", "vamp")."""
+    if self.prior == "mog":
+      return self.mixture()
+    if self.prior == "vamp":
+      means, logvars = self.encode_top(jnp.clip(self.pseudo_inputs, 0.0, 1.0))
+      log_weights = jnp.full((self.num_components,), -math.log(self.num_components), means.dtype)
+      return log_weights, means, logvars
+    raise ValueError(f"prior={self.prior!r} is not a mixture; choose 'mog' or 'vamp'")
+
+  def prior_log_prob(self, z: jax.Array) -> jax.Array:
+    """log p(z_L) for z [..., D_L] -> [...]."""
+    if self.prior == "standard":
+      return dist.standard_normal_log_prob(z)
+    return dist.mixture_gaussian_log_prob(z, *self.prior_components())
+
+  def prior_sample(self, key: jax.Array, num_samples: int) -> jax.Array:
+    """z_L ~ p(z_L), [num_samples, D_L]."""
+    if self.prior == "standard":
+      return jax.random.normal(key, (num_samples, self.latent_dims[-1]))
+    return dist.mixture_gaussian_sample(key, *self.prior_components(), (num_samples,))
+
   # -- what losses and evaluation use ----------------------------------------
   def __call__(self, x: jax.Array, key: jax.Array, num_samples: int = 1) -> dict:
     """Per-sample log-density terms for one example x [H, W, C].
@@ -197,9 +327,17 @@ class VAE(nn.Module):
 
     Returns:
       dict with ``log_px_z``, ``log_pz``, ``log_qz`` (each [K]) and, for one
-      stochastic layer, ``kl`` (scalar): KL(q(z|x) || N(0, I)) in closed form;
-      also ``mean`` and ``logvar`` of q(z_1 | x) ([D1]).
+      stochastic layer with the standard prior, ``kl`` (scalar): KL(q(z|x) ||
+      N(0, I)) in closed form; also ``mean`` and ``logvar`` of q(z_1 | x) ([D1]).
+      The autoencoder returns its code as ``mean``, zeros for ``log_pz``,
+      ``log_qz`` and ``kl``, and ignores ``key``.
     """
+    if self.deterministic:
+      code, _ = self.encode(x)
+      log_px_z = jnp.broadcast_to(self.log_likelihood(x, self.decode(code)), (num_samples,))
+      zeros = jnp.zeros((num_samples,), log_px_z.dtype)
+      return dict(log_px_z=log_px_z, log_pz=zeros, log_qz=zeros, kl=jnp.zeros((), log_px_z.dtype),
+                  mean=code)
     n_layers = len(self.latent_dims)
     keys = jax.random.split(key, n_layers)
     mean1, logvar1 = self.encode(x)
@@ -211,21 +349,25 @@ class VAE(nn.Module):
       z = dist.gaussian_sample(keys[l], mean, logvar)
       log_qz = log_qz + dist.gaussian_log_prob(z, mean, logvar)
       zs.append(z)
-    log_pz = dist.standard_normal_log_prob(zs[-1])
+    log_pz = self.prior_log_prob(zs[-1])
     for l in range(n_layers - 1, 0, -1):
       mean, logvar = self.dec_heads[l - 1](self.dec_trunks[l - 1](zs[l]))
       log_pz = log_pz + dist.gaussian_log_prob(zs[l - 1], mean, logvar)
     log_px_z = self.log_likelihood(x, self.decode(zs[0]))
     out = dict(log_px_z=log_px_z, log_pz=log_pz, log_qz=log_qz, mean=mean1, logvar=logvar1)
-    if n_layers == 1:
+    if self.closed_form_kl:
       out["kl"] = dist.kl_gaussian_standard_normal(mean1, logvar1)
     return out
 
   def generate(self, key: jax.Array, num_samples: int) -> jax.Array:
-    """Ancestral samples: z_L ~ N(0, I), z_l ~ p(z_l | z_{l+1}); returns E[x | z_1]."""
+    """Ancestral samples: z_L ~ p(z_L), z_l ~ p(z_l | z_{l+1}); returns E[x | z_1].
+
+    The autoencoder has no prior: it decodes z ~ N(0, I), which is what shows
+    that it is not a generative model.
+    """
     n_layers = len(self.latent_dims)
     keys = jax.random.split(key, n_layers)
-    z = jax.random.normal(keys[0], (num_samples, self.latent_dims[-1]))
+    z = self.prior_sample(keys[0], num_samples)
     for l in range(n_layers - 1, 0, -1):
       mean, logvar = self.dec_heads[l - 1](self.dec_trunks[l - 1](z))
       z = dist.gaussian_sample(keys[l], mean, logvar)

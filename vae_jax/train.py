@@ -44,6 +44,13 @@ RESUMABLE_FIELDS = ("num_epochs", "eval_every_epochs", "eval_num_samples", "chec
                     "num_devices")
 
 
+# Fields added after workdirs were first written, with the value a workdir without them ran
+# with: such a workdir resumes and evaluates as before.
+ADDED_FIELDS = {"model.kind": "vae", "model.prior": "standard", "model.num_components": 500,
+                "model.pseudo_inputs_init": "noise", "loss.corruption": "none",
+                "loss.corruption_level": 0.0}
+
+
 class NonFiniteError(FloatingPointError):
   """Training produced a NaN or inf loss or gradient."""
 
@@ -73,13 +80,45 @@ class RunKeys:
 
 
 def create_train_state(model: models.VAE, key: jax.Array, tx: optax.GradientTransformation,
-                       *, output_bias: np.ndarray | None = None) -> TrainState:
-  """Initial state; ``output_bias`` (logits, image-shaped) sets the MLP decoder's output bias."""
+                       *, output_bias: np.ndarray | None = None,
+                       pseudo_inputs: np.ndarray | None = None) -> TrainState:
+  """Initial state; ``output_bias`` (logits, image-shaped) sets the MLP decoder's output bias.
+
+  ``pseudo_inputs`` [K, H, W, C] replaces the VampPrior's initial pseudo-inputs
+  (``model.prior == "vamp"``); a shape other than (model.num_components,
+  *model.image_shape) is a ConfigError.
+  """
   params = models.init_params(model, key)
   if output_bias is not None and "dec_out" in params:
     bias = jnp.asarray(output_bias, jnp.float32).reshape(-1)
     params = {**params, "dec_out": {**params["dec_out"], "bias": bias}}
+  if pseudo_inputs is not None:
+    expected = (model.num_components,) + tuple(model.image_shape)
+    if model.prior != "vamp":
+      raise config_lib.ConfigError(f"pseudo-inputs were given but config.model.prior={model.prior!r}; "
+                                   "they belong to the VampPrior ('vamp')")
+    if tuple(np.shape(pseudo_inputs)) != expected:
+      raise config_lib.ConfigError(
+          f"pseudo-inputs have shape {tuple(np.shape(pseudo_inputs))}; expected {expected} "
+          f"(config.model.num_components={model.num_components} images of the data's shape)")
+    params = {**params, "pseudo_inputs": jnp.asarray(pseudo_inputs, jnp.float32)}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx)
+
+
+def pseudo_inputs_from_data(images: np.ndarray, num_components: int, key: jax.Array,
+                            mode: str) -> np.ndarray:
+  """K distinct training images (model input, chosen by ``key``) plus N(0, 0.01^2) noise.
+
+  The VampPrior's data initialization (Tomczak & Welling 2018, Sec. 4).
+  """
+  if num_components > images.shape[0]:
+    raise config_lib.ConfigError(
+        f"config.model.num_components={num_components} is invalid: the 'data' initialization "
+        f"picks that many of the {images.shape[0]} training images")
+  pick_key, data_key, noise_key = jax.random.split(key, 3)
+  idx = jax.random.choice(pick_key, images.shape[0], (num_components,), replace=False)
+  x = data_lib.to_model_input(jnp.asarray(np.asarray(images)[np.asarray(idx)]), data_key, mode)
+  return np.asarray(x + models.PSEUDO_INPUT_STD * jax.random.normal(noise_key, x.shape))
 
 
 def kl_weight(step: jax.Array, *, beta: float, warmup_steps: int) -> jax.Array:
@@ -160,6 +199,8 @@ def _config_diff(saved: dict, current: dict, prefix="") -> list[str]:
     if name in RESUMABLE_FIELDS:
       continue
     a, b = saved.get(k, "<missing>"), current.get(k, "<missing>")
+    if a == "<missing>" and name in ADDED_FIELDS and b == ADDED_FIELDS[name]:
+      continue
     if isinstance(a, dict) and isinstance(b, dict):
       diffs += _config_diff(a, b, name + ".")
     elif a != b:  # by value: 0 and 0.0 are the same setting
@@ -177,6 +218,9 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
   if not path.exists():
     raise FileNotFoundError(f"{path} does not exist: is {workdir} a training workdir?")
   cfg = json.loads(path.read_text())
+  for name, value in ADDED_FIELDS.items():
+    section, field = name.split(".")
+    cfg.get(section, {}).setdefault(field, value)
 
   def tuplify(d):
     for k, v in d.items():
@@ -255,7 +299,12 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   if config.model.init_output_bias and config.model.likelihood == "bernoulli":
     p = np.clip(_mean_image(datasets["train"].images, config.data.mode), 1e-3, 1 - 1e-3)
     output_bias = np.log(p) - np.log1p(-p)
-  state = parallel.replicate(create_train_state(model, keys.init, tx, output_bias=output_bias), mesh)
+  pseudo_inputs = None
+  if config.model.prior == "vamp" and config.model.pseudo_inputs_init == "data":
+    pseudo_inputs = pseudo_inputs_from_data(datasets["train"].images, config.model.num_components,
+                                            jax.random.fold_in(keys.init, 1), config.data.mode)
+  state = parallel.replicate(create_train_state(model, keys.init, tx, output_bias=output_bias,
+                                                pseudo_inputs=pseudo_inputs), mesh)
 
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
   start_epoch, restored = ckpt.restore_latest(state)

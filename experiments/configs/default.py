@@ -32,13 +32,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.likelihood = "bernoulli"  # bernoulli | gaussian_fixed | gaussian_shared | gaussian_pixel
   config.model.fixed_log_sigma = 0.0
   config.model.init_output_bias = True   # decoder bias = logit of the mean training image (Burda et al.)
+  config.model.kind = "vae"              # vae | hvae (Tomczak & Welling's 2-level) | autoencoder (no KL)
+  config.model.prior = "standard"        # standard N(0, I) | mog (learnable mixture) | vamp (VampPrior)
+  config.model.num_components = 500      # mog / vamp: mixture components = pseudo-inputs
+  config.model.pseudo_inputs_init = "noise"  # vamp: noise (N(0.05, 0.01^2)) | data (training images)
 
   config.loss = ml_collections.ConfigDict()
-  config.loss.name = "elbo"              # elbo | iwae
+  config.loss.name = "elbo"              # elbo | iwae | autoencoder (reconstruction only)
   config.loss.num_samples = 1            # L for the ELBO, K for the IWAE bound
   config.loss.analytic_kl = True
   config.loss.beta = 1.0                 # KL weight (beta-VAE)
   config.loss.warmup_epochs = 0.0        # linear KL warm-up from 0 to beta
+  config.loss.corruption = "none"        # autoencoder loss: none | mask | flip | gaussian (denoising)
+  config.loss.corruption_level = 0.0     # probability (mask, flip) or noise sigma (gaussian)
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adam"         # adam | adamw | sgd
