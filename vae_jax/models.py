@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax import distributions as dist
+from vae_jax import layers
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
@@ -70,7 +71,7 @@ class ConvEncoderTrunk(nn.Module):
     lead = x.shape[:-image_ndim]
     h = x.reshape((-1,) + x.shape[-image_ndim:])
     for i, f in enumerate(self.features):
-      h = act(nn.Conv(f, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
+      h = act(layers.Conv(f, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
     return h.reshape(lead + (-1,))
 
 
@@ -92,8 +93,9 @@ class ConvDecoderTrunk(nn.Module):
     h = act(nn.Dense(base[0] * base[1] * feats[0], name="project")(z))
     h = h.reshape((-1,) + base + (feats[0],))
     for i, f in enumerate(feats):
-      h = act(nn.ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(h))
-    h = nn.Conv(self.out_channels, (3, 3), padding="SAME", name="out")(h)
+      h = act(layers.ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME",
+                                       name=f"deconv_{i}")(h))
+    h = layers.Conv(self.out_channels, (3, 3), padding="SAME", name="out")(h)
     return h.reshape(lead + tuple(self.image_shape[:2]) + (self.out_channels,))
 
 

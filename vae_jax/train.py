@@ -152,7 +152,7 @@ def _config_diff(saved: dict, current: dict, prefix="") -> list[str]:
     a, b = saved.get(k, "<missing>"), current.get(k, "<missing>")
     if isinstance(a, dict) and isinstance(b, dict):
       diffs += _config_diff(a, b, name + ".")
-    elif json.dumps(a) != json.dumps(b):
+    elif a != b:  # by value: 0 and 0.0 are the same setting
       diffs.append(f"{name}: {a!r} in the workdir, {b!r} now")
   return diffs
 
