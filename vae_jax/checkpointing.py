@@ -71,6 +71,12 @@ class Checkpointer:
   def epochs(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
+  def restore(self, epoch: int, template):
+    """The state saved at ``epoch``, shaped like ``template``; raises if it does not read or fit."""
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, flax.serialization.to_state_dict(template))
+    tree = self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
+    return flax.serialization.from_state_dict(template, tree)
+
   def restore_latest(self, template, *, set_aside_unreadable: bool = False):
     """(epoch, state) from the newest readable checkpoint, or (0, None) when there is none.
 
@@ -83,14 +89,15 @@ class Checkpointer:
     epochs = self.epochs()
     if not epochs:
       return 0, None
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, flax.serialization.to_state_dict(template))
     errors, unreadable = [], []
     for epoch in reversed(epochs):
       try:
-        tree = self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
-        state = flax.serialization.from_state_dict(template, tree)
+        state = self.restore(epoch, template)
       except Exception as e:  # corrupt, truncated or from another model
-        errors.append(f"{self.directory / str(epoch)}: {type(e).__name__}: {str(e)[:300]}")
+        mismatch = self._shape_mismatch(epoch, template)
+        errors.append(f"{self.directory / str(epoch)}: "
+                      + (f"another model's state: {mismatch}" if mismatch
+                         else f"{type(e).__name__}: {str(e)[:300]}"))
         unreadable.append(epoch)
         log.warning("checkpoint %s cannot be restored (%s: %s); trying an older one",
                     self.directory / str(epoch), type(e).__name__, str(e)[:300])
@@ -104,6 +111,22 @@ class Checkpointer:
     raise CheckpointError(f"no checkpoint in {self.directory} could be restored into this "
                           f"model's state (is it from another model or config?):\n  "
                           + "\n  ".join(errors))
+
+  def _shape_mismatch(self, epoch: int, template) -> str:
+    """Which arrays of a readable checkpoint differ in shape from ``template`` ("" if none or unreadable)."""
+    try:
+      saved = self._manager.item_metadata(epoch)
+      saved = dict(jax.tree_util.tree_leaves_with_path(getattr(saved, "tree", saved)))
+    except Exception:  # metadata unreadable too: a corrupt checkpoint, not another model
+      return ""
+    wanted = dict(jax.tree_util.tree_leaves_with_path(flax.serialization.to_state_dict(template)))
+    name = lambda path: jax.tree_util.keystr(path, simple=True, separator=".")
+    diffs = [f"{name(k)} has shape {tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} here"
+             for k, v in wanted.items() if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+    diffs += [f"{name(k)} is missing from the checkpoint" for k in wanted if k not in saved]
+    diffs += [f"{name(k)} is in the checkpoint only" for k in saved if k not in wanted]
+    diffs.sort(key=lambda d: not d.startswith("params."))  # parameters first, then optimizer state
+    return "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
 
   def _set_aside(self, epochs: list[int]) -> None:
     folder = self.directory / _UNREADABLE

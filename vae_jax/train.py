@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -138,7 +139,13 @@ def train_step(state: TrainState, raw_batch: jax.Array, key: jax.Array, *, model
 
 
 def _global_norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
+  """sqrt(sum of squares) of all leaves, scaled by the largest entry so that finite
+  gradients above ~1e19 (whose squares overflow float32) still give a finite norm."""
+  leaves = jax.tree.leaves(tree)
+  scale = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(g)) for g in leaves])
+  safe = jnp.where((scale > 0) & jnp.isfinite(scale), scale, 1.0)
+  norm = jnp.sqrt(sum(jnp.sum(jnp.square(g / safe)) for g in leaves))
+  return jnp.where(jnp.isfinite(scale), norm * safe, scale)  # inf / NaN entries stay non-finite
 
 
 def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float = 1.0,
@@ -174,9 +181,9 @@ def _first_non_finite(metrics: dict) -> tuple[int, list[str]] | None:
   if not np.any(any_bad):
     return None
   i = int(np.argmax(any_bad))
-  names = {"loss": "loss", "grad_norm": "gradient (grad_norm)", "kl_weight": "kl_weight"}
-  return i, [names.get(k, f"aux term {k!r}") for k in sorted(bad, key=lambda k: (k not in names, k))
-             if bad[k][i]]
+  order = ["loss", "grad_norm", "kl_weight"] + sorted(set(bad) - {"loss", "grad_norm", "kl_weight"})
+  names = {"grad_norm": "gradient (grad_norm)", "kl_weight": "kl_weight", "loss": "loss"}
+  return i, [names.get(k, f"aux term {k!r}") for k in order if k in bad and bad[k][i]]
 
 
 def _config_diff(saved: dict, current: dict, prefix="") -> list[str]:
