@@ -134,8 +134,8 @@ LOSSES = {
     "elbo_mc": functools.partial(losses.elbo_loss, num_samples=2, analytic_kl=False),
     "iwae": functools.partial(losses.iwae_loss, num_samples=4),
 }
-CASES = [("bernoulli", "elbo_analytic"), ("bernoulli", "iwae"), ("bernoulli_2layer", "elbo_mc"),
-         ("bernoulli_2layer", "iwae"), ("gaussian_shared", "elbo_analytic"), ("gaussian_fixed", "iwae")]
+CASES = [("bernoulli", "elbo_analytic"), ("bernoulli_2layer", "elbo_mc"), ("bernoulli_2layer", "iwae"),
+         ("gaussian_shared", "elbo_analytic"), ("gaussian_fixed", "iwae")]
 
 
 @functools.lru_cache(maxsize=None)
@@ -166,7 +166,7 @@ def extreme(params, mean_bias, logvar_bias, out_bias, sigma_raw):
   return params
 
 
-@settings(max_examples=25, deadline=None, database=None)
+@settings(max_examples=20, deadline=None, database=None)
 @given(case=st.sampled_from(CASES), mean_bias=st.floats(-10, 10), logvar_bias=st.floats(-30, 30),
        out_bias=st.floats(-1e4, 1e4), sigma_raw=st.floats(-1e4, 1e4), x=binary_images(),
        seed=st.integers(0, 2**31))
@@ -177,7 +177,7 @@ def test_losses_and_gradients_finite_at_extreme_model_outputs(case, mean_bias, l
   (loss, aux), grads = loss_and_grad(params, x[None], jax.random.key(seed))
   assert_finite((loss, aux, grads), f"{case}: ")
   model_name, loss_name = case
-  if model_name == "bernoulli":
+  if model_name.startswith("bernoulli"):
     # log p(x|z) does not depend on z (zero output kernel): recon = -sum(x b - softplus(b)).
     recon = -np.sum(f64(x) * out_bias - np.logaddexp(0.0, out_bias))
     np.testing.assert_allclose(aux["recon"], recon, rtol=1e-5, atol=1e-4)

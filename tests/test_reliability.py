@@ -3,6 +3,7 @@ determinism of every experiment config.
 """
 
 import functools
+import importlib
 import os
 import random
 import signal
@@ -24,6 +25,32 @@ from vae_jax import losses
 from vae_jax import train
 
 MARKER = 5  # index of the one all-ones image in marked_data()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+  """A persistent XLA cache for this module's tests and their subprocesses: a run that compiles
+  the same programs again (a restart, a second seed, the same tiny config) loads them instead of
+  spending seconds compiling. Switched off again after the module."""
+  from jax.experimental.compilation_cache import compilation_cache as cc
+  path = str(tmp_path_factory.mktemp("xla_cache"))
+  options = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0.0,
+             "jax_persistent_cache_min_entry_size_bytes": 0}
+  old = {k: getattr(jax.config, k) for k in options}
+  old_env = {k.upper(): os.environ.get(k.upper()) for k in options}
+  for k, v in options.items():
+    jax.config.update(k, v)
+    os.environ[k.upper()] = str(v)
+  cc.reset_cache()
+  yield path
+  for k, v in old.items():
+    jax.config.update(k, v)
+  for k, v in old_env.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v
+  cc.reset_cache()
 
 
 def marked_data():
@@ -85,15 +112,10 @@ def test_skip_mode_finishes_the_run_and_counts_skipped_updates(tmp_path):
   assert [r["train_skipped_updates"] for r in rows] == [1, 1]  # the marked image is in one batch per epoch
   assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["train_grad_norm"]) for r in rows)
   assert int(state.step) == 32 and np.isfinite(last["val_elbo"])
-  # Without skipping, the same run stops at the first poisoned step and names the terms.
-  batches = np.asarray(data_lib.epoch_batch_indices(
-      jax.random.fold_in(train.RunKeys.from_seed(0).data, 1), 256, 16))
-  b = int(np.argmax(np.any(batches == MARKER, axis=1)))
-  with pytest.raises(train.NonFiniteError,
-                     match=rf"non-finite loss, gradient \(grad_norm\) at step {b} "
-                           rf"\(epoch 1, batch {b}\)"):
-    train.train_and_evaluate(tiny_config(num_epochs=2), tmp_path / "stop", loss_fn=poisoned_loss,
-                             datasets=marked_data())
+  # When every batch holds a bad image, nothing is learnt: the run stops and says so.
+  all_bad = dict(marked_data(), train=data_lib.Split(np.ones((256, 28, 28, 1), np.uint8), None))
+  with pytest.raises(train.NonFiniteError, match="all 16 updates of epoch 1 were skipped"):
+    train.train_and_evaluate(cfg, tmp_path / "stuck", loss_fn=poisoned_loss, datasets=all_bad)
 
 
 def test_the_stop_message_names_the_offending_term():
@@ -110,51 +132,51 @@ def test_the_stop_message_names_the_offending_term():
   assert train._first_non_finite(skipped) == (3, ["gradient (grad_norm)"])
 
 
-def test_all_updates_skipped_stops_the_run(tmp_path):
-  cfg = tiny_config(num_epochs=2, skip_threshold=1e-6)
-  with pytest.raises(train.NonFiniteError, match="all 16 updates of epoch 1 were skipped"):
-    train.train_and_evaluate(cfg, tmp_path, datasets=synthetic())
-
-
 def test_debug_nans_raises_at_the_op_with_the_epoch(tmp_path):
   def exploding_loss(model, params, x, key, *, kl_weight):
     loss, aux = losses.elbo_loss(model, params, x, key, kl_weight=1.0)
-    return loss + jnp.sqrt(40 / 64 - kl_weight), aux  # sqrt of a negative number from step 41
+    return loss + jnp.sqrt(20 / 64 - kl_weight), aux  # sqrt of a negative number from step 21
 
-  cfg = tiny_config(num_epochs=4, debug_nans=True, **{"loss.warmup_epochs": 4.0})
-  with pytest.raises(train.NonFiniteError, match=r"(?s)invalid value \(nan\).* in epoch 3 .*epoch 2"):
+  cfg = tiny_config(num_epochs=2, debug_nans=True, **{"loss.warmup_epochs": 4.0})
+  with pytest.raises(train.NonFiniteError,
+                     match=r"(?s)invalid value \(nan\) encountered in sqrt.* in epoch 2 .*\(epoch 1\)"):
     train.train_and_evaluate(cfg, tmp_path, loss_fn=exploding_loss, datasets=synthetic())
   assert not jax.config.jax_debug_nans  # switched off again after the run
 
 
 # -- crash safety ---------------------------------------------------------------------------------------
 
-@pytest.fixture
-def compile_cache(tmp_path_factory, monkeypatch):
-  """A persistent XLA cache for this test and its subprocesses: a run that compiles the same
-  programs again (a restart, a second seed) loads them instead of spending seconds compiling."""
-  from jax.experimental.compilation_cache import compilation_cache as cc
-  path = str(tmp_path_factory.mktemp("xla_cache"))
-  options = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0.0,
-             "jax_persistent_cache_min_entry_size_bytes": 0}
-  old = {k: getattr(jax.config, k) for k in options}
-  for k, v in options.items():
-    jax.config.update(k, v)
-    monkeypatch.setenv(k.upper(), str(v))
-  cc.reset_cache()
-  yield path
-  for k, v in old.items():
-    jax.config.update(k, v)
-  cc.reset_cache()
 
 
 CRASH_RUN = dict(num_epochs=6, eval_every_epochs=6, checkpoint_every_epochs=1, keep_checkpoints=3)
 CHILD = """
-import sys
-sys.path.insert(0, sys.argv[1])
+import os, signal, sys, threading, time
+from pathlib import Path
+root, workdir, kill_after_s = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
+sys.path.insert(0, root)
 from tests.test_train import synthetic, tiny_config
 from vae_jax import train
-train.train_and_evaluate(tiny_config(**{overrides!r}), sys.argv[2], datasets=synthetic())
+
+
+def kill_while_writing():  # SIGKILL this process kill_after_s after Orbax starts writing a checkpoint
+  def writing():
+    try:
+      return {{p.name for p in (workdir / "checkpoints").iterdir() if ".orbax-checkpoint-tmp" in p.name}}
+    except FileNotFoundError:
+      return set()
+  stale = writing()  # left by the last kill: counts again once this run has removed it
+  while True:
+    now = writing()
+    stale &= now
+    if now - stale:
+      time.sleep(kill_after_s)
+      os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.0002)
+
+
+if kill_after_s >= 0:
+  threading.Thread(target=kill_while_writing, daemon=True).start()
+train.train_and_evaluate(tiny_config(**{overrides!r}), workdir, datasets=synthetic())
 """
 
 
@@ -174,7 +196,7 @@ def leaves(state):
   return [np.asarray(x) for x in jax.tree.leaves((state.step, state.params, state.opt_state))]
 
 
-def test_training_killed_at_random_moments_resumes_without_losing_finished_epochs(tmp_path, compile_cache):
+def test_training_killed_at_random_moments_resumes_without_losing_finished_epochs(tmp_path):
   """SIGKILL a training subprocess 4 times (twice as a checkpoint is being written), restart it
   each time: every checkpoint ever visible is complete and equals the uninterrupted run's at that
   epoch, no checkpointed epoch is lost, and the final parameters and metrics are bit-identical."""
@@ -192,15 +214,19 @@ def test_training_killed_at_random_moments_resumes_without_losing_finished_epoch
   rng = random.Random(6)
   kills, mid_write, newest, redone, first_write_s = 0, 0, 0, [], 3.0
   for plan in ["while_writing", "random", "after_a_save", "while_writing", "finish"]:
-    stale, saved_before = being_written(ckpt_dir), max(complete_epochs(ckpt_dir), default=0)
+    saved_before, spawned = max(complete_epochs(ckpt_dir), default=0), time.time()
+    # "while_writing": the run kills itself (a watcher thread that sees Orbax's temporary directory,
+    # timed in the run's own CPU time, whatever the load on the machine) 0-30 ms into a checkpoint
+    # write; "random": any moment before the run would reach its first checkpoint (start-up,
+    # restore, compile, training); "after_a_save": 0-100 ms after a checkpoint (training, saving).
+    delay = {"while_writing": 0.0 if kills == 0 else rng.uniform(0.0, 0.03), "finish": -1.0,
+             "random": rng.uniform(0.0, first_write_s), "after_a_save": rng.uniform(0.0, 0.1)}[plan]
     log_path = tmp_path / f"child{kills}.log"
     with log_path.open("w") as log_file:
-      proc = subprocess.Popen([sys.executable, str(script), root, str(run_dir)], stdout=log_file,
-                              stderr=subprocess.STDOUT, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+      proc = subprocess.Popen(
+          [sys.executable, str(script), root, str(run_dir), str(delay if plan == "while_writing" else -1)],
+          stdout=log_file, stderr=subprocess.STDOUT, env=dict(os.environ, JAX_PLATFORMS="cpu"))
       start, saved_at = time.monotonic(), None
-      # "random": any moment before the run would reach its first checkpoint (start-up, restore,
-      # compile, training); "after_a_save": 0-100 ms after a checkpoint (training, the next save).
-      delay = rng.uniform(0.0, first_write_s) if plan == "random" else rng.uniform(0.0, 0.1)
       while proc.poll() is None:
         now = time.monotonic() - start
         if now > 120:
@@ -208,23 +234,21 @@ def test_training_killed_at_random_moments_resumes_without_losing_finished_epoch
           pytest.fail(f"the training subprocess hangs: {log_path.read_text()[-2000:]}")
         if saved_at is None and max(complete_epochs(ckpt_dir), default=0) > saved_before:
           saved_at = now
-        writing = being_written(ckpt_dir)
-        stale &= writing  # a leftover of the last kill counts again once the restart removed it
-        fire = {"while_writing": bool(writing - stale), "random": now > delay,
-                "after_a_save": saved_at is not None and now > saved_at + delay, "finish": False}[plan]
-        if fire:
+        if (plan == "random" and now > delay
+            or plan == "after_a_save" and saved_at is not None and now > saved_at + delay):
           proc.send_signal(signal.SIGKILL)
-          if plan == "while_writing" and kills == 0:
-            first_write_s = now
           break
-        time.sleep(0.0005)
+        time.sleep(0.001)
       code = proc.wait()
     if plan == "finish":
       assert code == 0, log_path.read_text()[-3000:]
       break
     assert code == -signal.SIGKILL, (plan, code, log_path.read_text()[-3000:])
+    if kills == 0:
+      first_write_s = time.monotonic() - start
     kills += 1
-    mid_write += bool(being_written(ckpt_dir) - stale)  # it died leaving a half-written checkpoint
+    mid_write += any((ckpt_dir / n).stat().st_mtime >= spawned - 0.01  # it died leaving a checkpoint
+                     for n in being_written(ckpt_dir))                   # it had begun to write
     epochs = complete_epochs(ckpt_dir)
     # Nothing finished is lost: the newest checkpoint never goes back; the kept ones are consecutive.
     assert (epochs[-1] if epochs else 0) >= newest, (epochs, newest)
@@ -252,3 +276,194 @@ def test_training_killed_at_random_moments_resumes_without_losing_finished_epoch
   assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
   assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in ref_rows]
   assert rows[-1]["val_elbo"] == ref_rows[-1]["val_elbo"]
+
+
+# -- bad checkpoints, workdirs and data --------------------------------------------------------------------
+
+def small_state(seed=0, **overrides):
+  cfg = tiny_config(**overrides)
+  model = config_lib.make_model(cfg)
+  tx = config_lib.make_optimizer(cfg.optimizer, config_lib.make_schedule(cfg.optimizer, 1, 1))
+  return train.create_train_state(model, jax.random.key(seed), tx)
+
+
+def truncate_files(path):
+  for f in path.rglob("*"):
+    if f.is_file():
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def delete_array_data(path):
+  for f in (path / "default").rglob("*"):
+    if f.is_file() and "manifest" in f.name:
+      f.unlink()
+
+
+@pytest.mark.parametrize("damage", [truncate_files, delete_array_data])
+def test_damaged_newest_checkpoint_falls_back_names_it_and_sets_it_aside(tmp_path, caplog, damage):
+  ck = checkpointing.Checkpointer(tmp_path, max_to_keep=5)
+  for epoch in (1, 2, 3):
+    ck.save(epoch, small_state(seed=epoch))
+  damage(tmp_path / "3")
+  damage(tmp_path / "2")
+  epoch, state = ck.restore_latest(small_state(), set_aside_unreadable=True)
+  assert epoch == 1
+  for a, b in zip(leaves(state), leaves(small_state(seed=1))):
+    np.testing.assert_array_equal(a, b)
+  assert f"checkpoint {tmp_path / '3'} cannot be restored" in caplog.text
+  assert "restored epoch 1" in caplog.text and "skipping unreadable newer checkpoints [2, 3]" in caplog.text
+  assert ck.epochs() == [1] and len(list((tmp_path / "_unreadable").iterdir())) == 2
+  ck.save(2, small_state(seed=7))  # the trainer can write those epochs again
+  assert ck.epochs() == [1, 2]
+  for d in ("1", "2"):
+    damage(tmp_path / d)
+  with pytest.raises(checkpointing.CheckpointError, match=rf"no checkpoint in {tmp_path} could be restored"):
+    ck.restore_latest(small_state())
+
+
+def test_checkpoint_of_another_model_names_the_arrays(tmp_path):
+  ck = checkpointing.Checkpointer(tmp_path)
+  ck.save(1, small_state())
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r"another model's state: params\..*params\.enc_heads_0\.mean\.kernel has "
+                           r"shape \(16, 4\) in the checkpoint, \(16, 6\) here"):
+    ck.restore_latest(small_state(**{"model.latent_dims": (6,)}), set_aside_unreadable=True)
+  assert ck.epochs() == [1]  # nothing is moved aside when no checkpoint fits
+
+
+def test_resume_past_a_corrupt_checkpoint_ends_identical_to_an_uninterrupted_run(tmp_path,
+                                                                                  caplog):
+  data = synthetic()
+  full, _ = train.train_and_evaluate(tiny_config(num_epochs=3), tmp_path / "full", datasets=data)
+  train.train_and_evaluate(tiny_config(num_epochs=2), tmp_path / "run", datasets=data)
+  truncate_files(tmp_path / "run" / "checkpoints" / "2")
+  resumed, _ = train.train_and_evaluate(tiny_config(num_epochs=3), tmp_path / "run", datasets=data)
+  assert "restored epoch 1" in caplog.text
+  jax.tree.map(np.testing.assert_array_equal, params_of(resumed), params_of(full))
+  assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3]
+
+
+def test_workdir_of_another_model_without_its_config_is_refused(tmp_path):
+  train.train_and_evaluate(tiny_config(num_epochs=1), tmp_path, datasets=synthetic())
+  (tmp_path / "config.json").unlink()
+  with pytest.raises(checkpointing.CheckpointError, match="params.enc_heads_0.mean.kernel has shape"):
+    train.train_and_evaluate(tiny_config(num_epochs=2, **{"model.latent_dims": (6,)}), tmp_path,
+                             datasets=synthetic())
+
+
+def read_only_dir(tmp_path):
+  """A directory this process cannot write: chmod for a user, a read-only system folder for root."""
+  if os.geteuid() != 0:
+    path = tmp_path / "ro"
+    path.mkdir()
+    path.chmod(0o555)
+    return path
+  for path in (Path("/sys/kernel"), Path("/proc/self")):
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK) or not _can_write(path):
+      return path
+  pytest.skip("no read-only directory on this machine (running as root)")
+
+
+def _can_write(path):
+  try:
+    (path / ".probe").write_text("")
+    (path / ".probe").unlink()
+    return True
+  except OSError:
+    return False
+
+
+def test_missing_read_only_and_file_workdirs(tmp_path, monkeypatch):
+  def no_data(*a, **k):
+    raise AssertionError("data was loaded")
+
+  monkeypatch.setattr(train, "load_datasets", no_data)
+  ro = read_only_dir(tmp_path)
+  for workdir, match in [(ro, f"workdir {ro} cannot be written"),
+                         (ro / "run", f"workdir {ro / 'run'} cannot be created"),
+                         (tmp_path / "a_file", f"workdir {tmp_path / 'a_file'} cannot be")]:
+    if workdir.name == "a_file":
+      workdir.write_text("")
+    with pytest.raises(train.WorkdirError, match=match):
+      train.train_and_evaluate(tiny_config(), workdir)
+  with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nowhere'}.* training workdir"):
+    train.load_config(tmp_path / "nowhere")  # what experiments.evaluate reads first
+
+
+def test_missing_tfds_data_dir_says_what_to_do(tmp_path, monkeypatch):
+  cfg = tiny_config(**{"data.data_dir": str(tmp_path / "no_tfds"), "data.download": False})
+  with pytest.raises(data_lib.DataError, match=rf"(?s){tmp_path / 'no_tfds'} \(from config.data.data_dir\) "
+                                               r"does not exist.*TFDS_DATA_DIR.*download=True"):
+    train.train_and_evaluate(cfg, tmp_path / "run")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "empty"))
+  with pytest.raises(data_lib.DataError, match=r"from \$TFDS_DATA_DIR"):
+    train.train_and_evaluate(tiny_config(**{"data.download": False}), tmp_path / "run")
+  assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize("images,mode,match", [
+    (np.zeros((64, 28, 28)), "static", r"train images have shape \(64, 28, 28\); expected \[N, 28, 28, 1\]"),
+    (np.zeros((64, 32, 32, 3)), "static", r"train images have shape \(64, 32, 32, 3\)"),
+    (np.full((64, 28, 28, 1), 300, np.int32), "dynamic", r"train images have values in \[300.0, 300.0\]"),
+    (np.full((64, 28, 28, 1), -1.0), "dynamic", r"train images have values in \[-1.0"),
+    (np.full((64, 28, 28, 1), 0.5, np.float32), "dynamic", r"non-integer values.*multiply by 255"),
+    (np.full((64, 28, 28, 1), np.inf), "dynamic", r"non-finite"),
+    (np.full((64, 28, 28, 1), 255, np.uint8), "static", r"mode='static' needs binary images"),
+    (np.zeros((0, 28, 28, 1), np.uint8), "static", r"train images are empty"),
+])
+def test_images_of_the_wrong_shape_or_range_are_named_before_training(tmp_path, images, mode, match):
+  overrides = {} if mode == "static" else {"data.name": "mnist", "data.mode": mode}
+  data = dict(synthetic(), train=data_lib.Split(images, None))
+  with pytest.raises(data_lib.DataError, match=match):
+    train.train_and_evaluate(tiny_config(**overrides), tmp_path, datasets=data)
+  assert not (tmp_path / "checkpoints").exists()
+
+
+# -- determinism ---------------------------------------------------------------------------------------------
+
+CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("experiments/configs/*.py")
+                 if p.stem != "__init__")
+
+
+def small_form(name, seed):
+  """The experiment config with every size shrunk: same layers, losses, data mode and schedule kind."""
+  cfg = importlib.import_module(f"experiments.configs.{name}").get_config()
+  cfg.seed = seed
+  cfg.model.latent_dims = tuple(4 // 2**i for i in range(len(cfg.model.latent_dims)))
+  cfg.model.hidden_sizes = tuple((8,) * len(h) for h in cfg.model.hidden_sizes)
+  cfg.loss.num_samples = min(cfg.loss.num_samples, 3)
+  if cfg.optimizer.schedule == "burda":  # two stages of one epoch: the rate drops once
+    cfg.optimizer.burda_stages, cfg.optimizer.burda_epoch_scale, cfg.num_epochs = 2, 0.4, -1
+  else:
+    cfg.num_epochs = 2
+  cfg.batch_size, cfg.eval_every_epochs, cfg.eval_num_samples = 16, 1, 2
+  cfg.checkpoint_every_epochs, cfg.progress = 1, False
+  cfg.eval.batch_size, cfg.eval.chunk_size = 32, 2
+  config_lib.validate(cfg)
+  return cfg
+
+
+def small_data(cfg):
+  """64 training and 32 validation images of the config's dataset, binary or grey as its mode needs."""
+  rng = np.random.default_rng(0)
+  shape = data_lib.DATASETS[cfg.data.name].image_shape
+  high = 2 if cfg.data.mode == "static" else 256
+  images = rng.integers(0, high, (96,) + shape).astype(np.uint8)
+  return {"train": data_lib.Split(images[:64], None), "validation": data_lib.Split(images[64:], None)}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_experiment_config_is_bit_identical_for_a_seed_and_differs_across_seeds(tmp_path, name):
+  runs = {}
+  for run, seed in (("a", 0), ("b", 0), ("c", 1)):
+    cfg = small_form(name, seed)
+    state, _ = train.train_and_evaluate(cfg, tmp_path / run, datasets=small_data(cfg))
+    rows = [{k: v for k, v in r.items() if k not in ("seconds", "examples_per_s")}
+            for r in read_metrics(tmp_path / run)]
+    runs[run] = leaves(state), rows
+  assert config_lib.num_epochs(small_form(name, 0)) == len(runs["a"][1]) == 2
+  for x, y in zip(runs["a"][0], runs["b"][0]):
+    np.testing.assert_array_equal(x, y)
+  assert runs["a"][1] == runs["b"][1]  # every metric, train and validation, to the last bit
+  assert not all(np.array_equal(x, y) for x, y in zip(runs["a"][0], runs["c"][0]))
+  assert runs["a"][1][-1]["train_loss"] != runs["c"][1][-1]["train_loss"]

@@ -293,7 +293,8 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   if datasets is None:
     datasets = load_datasets(config)
   for name, split in datasets.items():
-    data_lib.check_images(split.images, model.image_shape, what=f"{name} images")
+    data_lib.check_images(split.images, model.image_shape, what=f"{name} images",
+                          binary=config.data.mode == "static")
   _write_atomic(cfg_path, config.to_json(indent=2))
 
   keys = RunKeys.from_seed(config.seed)
