@@ -82,7 +82,7 @@ def test_burda_schedule_lengths_and_rates():
 # independently of vae_jax.config.FIELDS: integer and number ranges (None = unbounded above),
 # choices, flags, strings and width tuples.
 M = 2**24  # the upper bound on counts (epochs, batch sizes, checkpoints)
-INTS = {"seed": (0, 2**32 - 1), "data.binarize_seed": (0, 2**32 - 1), "loss.num_samples": (1, 100_000),
+INTS = {"seed": (0, 2**32 - 1), "num_devices": (0, 2**16), "data.binarize_seed": (0, 2**32 - 1), "loss.num_samples": (1, 100_000),
         "optimizer.burda_stages": (1, 12), "batch_size": (1, M), "eval_every_epochs": (1, M),
         "eval_num_samples": (1, 100_000), "checkpoint_every_epochs": (1, M), "keep_checkpoints": (1, 1000),
         "eval.num_importance_samples": (1, 10**7), "eval.batch_size": (1, M),

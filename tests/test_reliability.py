@@ -139,7 +139,7 @@ def test_debug_nans_raises_at_the_op_with_the_epoch(tmp_path):
 
   cfg = tiny_config(num_epochs=2, debug_nans=True, **{"loss.warmup_epochs": 4.0})
   with pytest.raises(train.NonFiniteError,
-                     match=r"(?s)invalid value \(nan\) encountered in sqrt.* in epoch 2 .*\(epoch 1\)"):
+                     match=r"(?s)invalid value \(nan\) encountered in sqrt at step 21 in epoch 2 .*\(epoch 1\)"):
     train.train_and_evaluate(cfg, tmp_path, loss_fn=exploding_loss, datasets=synthetic())
   assert not jax.config.jax_debug_nans  # switched off again after the run
 

@@ -124,6 +124,7 @@ class Sizes:
 
 FIELDS = {
     "seed": Int(0, MAX_SEED),
+    "num_devices": Int(0, 2**16),  # 0 = all
     "data.name": Choice(tuple(data_lib.DATASETS)),
     "data.mode": Choice(data_lib.MODES),
     "data.data_dir": Str(),

@@ -31,18 +31,20 @@ import numpy as np
 import optax
 
 from vae_jax import checkpointing
+from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import evaluate as eval_lib
 from vae_jax import losses
 from vae_jax import models
+from vae_jax import parallel
 
 log = logging.getLogger(__name__)
 
 # Fields that may change between a run and its resumption.
 RESUMABLE_FIELDS = ("num_epochs", "eval_every_epochs", "eval_num_samples", "checkpoint_every_epochs",
                     "keep_checkpoints", "progress", "eval", "data.data_dir", "data.download",
-                    "skip_nonfinite_updates", "skip_threshold", "debug_nans")
+                    "num_devices", "skip_nonfinite_updates", "skip_threshold", "debug_nans")
 
 
 class NonFiniteError(FloatingPointError):
@@ -149,27 +151,52 @@ def _global_norm(tree) -> jax.Array:
 
 
 def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float = 1.0,
-                     warmup_steps: int = 0, skip_nonfinite: bool = False,
-                     skip_threshold: float = 0.0) -> Callable:
+                     warmup_steps: int = 0, mesh: jax.sharding.Mesh | None = None,
+                     skip_nonfinite: bool = False, skip_threshold: float = 0.0,
+                     stepwise: bool = False) -> Callable:
   """A jitted ``train_epoch(state, images, epoch, train_key, data_key) -> (state, metrics)``.
 
   ``metrics`` holds one value per step (arrays [num_batches]); the state is donated.
-  ``skip_nonfinite`` / ``skip_threshold``: see ``train_step``.
+  With a ``mesh`` (``vae_jax.parallel``), each batch is split over its devices;
+  place the state and images with ``parallel.replicate`` first.
+  ``skip_nonfinite`` / ``skip_threshold``: see ``train_step``. ``stepwise``
+  (debug mode): one jitted step per batch, driven from Python, instead of one
+  scan, so that ``jax_debug_nans`` re-runs the failing step op by op and names the op.
   """
+  if mesh is not None:
+    parallel.check_batch_size(batch_size, mesh)
   step = jax.tree_util.Partial(train_step, model=model, loss_fn=loss_fn, mode=mode,
                                beta=beta, warmup_steps=warmup_steps, skip_nonfinite=skip_nonfinite,
                                skip_threshold=skip_threshold)
 
+  def body(state, idx, images, train_key):
+    batch = images[idx]
+    if mesh is not None:
+      batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(mesh))
+    return step(state, batch, jax.random.fold_in(train_key, state.step))
+
   def train_epoch(state, images, epoch, train_key, data_key):
     batches = data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), images.shape[0],
                                            batch_size)
+    return jax.lax.scan(lambda state, idx: body(state, idx, images, train_key), state, batches)
 
-    def body(state, idx):
-      return step(state, images[idx], jax.random.fold_in(train_key, state.step))
+  if stepwise:
+    body_jit = compilation.jit(body)
 
-    return jax.lax.scan(body, state, batches)
+    def stepwise_epoch(state, images, epoch, train_key, data_key):
+      batches = data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), images.shape[0],
+                                             batch_size)
+      metrics = []
+      for idx in batches:
+        try:
+          state, m = body_jit(state, idx, images, train_key)
+        except FloatingPointError as e:
+          raise FloatingPointError(f"{e} at step {int(state.step)}") from e
+        metrics.append(m)
+      return state, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
 
-  return jax.jit(train_epoch, donate_argnums=(0,))
+    return stepwise_epoch
+  return compilation.jit(train_epoch, donate_argnums=(0,))
 
 
 def _first_non_finite(metrics: dict) -> tuple[int, list[str]] | None:
@@ -298,7 +325,13 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   _write_atomic(cfg_path, config.to_json(indent=2))
 
   keys = RunKeys.from_seed(config.seed)
-  train_images = jax.device_put(jnp.asarray(datasets["train"].images, jnp.uint8))
+  try:
+    mesh = parallel.make_mesh(config.num_devices)
+    parallel.check_batch_size(config.batch_size, mesh, "config.batch_size")
+    parallel.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
+  except ValueError as e:
+    raise config_lib.ConfigError(f"config.num_devices={config.num_devices}: {e}") from None
+  train_images = parallel.replicate(np.asarray(datasets["train"].images, np.uint8), mesh)
   steps_per_epoch = train_images.shape[0] // config.batch_size
   if steps_per_epoch < 1:
     raise config_lib.ConfigError(f"config.batch_size={config.batch_size} is larger than the "
@@ -310,7 +343,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   if config.model.init_output_bias and config.model.likelihood == "bernoulli":
     p = np.clip(_mean_image(datasets["train"].images, config.data.mode), 1e-3, 1 - 1e-3)
     output_bias = np.log(p) - np.log1p(-p)
-  state = create_train_state(model, keys.init, tx, output_bias=output_bias)
+  state = parallel.replicate(create_train_state(model, keys.init, tx, output_bias=output_bias), mesh)
 
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
   ckpt.clean_up_after_crash()
@@ -324,9 +357,9 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   warmup_steps = int(round(config.loss.warmup_epochs * steps_per_epoch))
   loss_fn = loss_fn or losses.make_loss(config.loss)
   train_epoch = make_train_epoch(model, loss_fn, mode=config.data.mode, batch_size=config.batch_size,
-                                 beta=config.loss.beta, warmup_steps=warmup_steps,
+                                 beta=config.loss.beta, warmup_steps=warmup_steps, mesh=mesh,
                                  skip_nonfinite=config.skip_nonfinite_updates,
-                                 skip_threshold=config.skip_threshold)
+                                 skip_threshold=config.skip_threshold, stepwise=config.debug_nans)
   val_images = datasets["validation"].images
   last = {}
   epochs = range(start_epoch + 1, total_epochs + 1)
@@ -371,7 +404,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
       if epoch % config.eval_every_epochs == 0 or epoch == total_epochs:
         val = eval_lib.evaluate(model, state.params, val_images, key=keys.eval, mode=config.data.mode,
                                 num_samples=config.eval_num_samples, batch_size=config.eval.batch_size,
-                                chunk_size=config.eval.chunk_size)
+                                chunk_size=config.eval.chunk_size, mesh=mesh)
         row.update({f"val_{k}": v for k, v in val.items() if k not in ("num_images",)})
       _append_jsonl(metrics_path, row)
       last = row

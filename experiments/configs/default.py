@@ -58,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 10
   config.keep_checkpoints = 2
   config.progress = True                 # progress bar with ETA
+  config.num_devices = 0                 # data-parallel over this many devices (0 = all)
   # Non-finite numbers: by default a NaN / inf loss or gradient stops the run (step and term named).
   config.skip_nonfinite_updates = False  # True: skip such updates instead (counted in train_skipped_updates)
   config.skip_threshold = 0.0            # > 0: also skip updates whose gradient norm exceeds it (VDVAE); 0 = off
