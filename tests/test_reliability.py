@@ -278,6 +278,38 @@ def test_training_killed_at_random_moments_resumes_without_losing_finished_epoch
   assert rows[-1]["val_elbo"] == ref_rows[-1]["val_elbo"]
 
 
+def test_a_kill_while_an_old_checkpoint_is_deleted_leaves_only_complete_ones_visible(tmp_path, monkeypatch):
+  ck = checkpointing.Checkpointer(tmp_path, max_to_keep=2)
+  ck.save(1, small_state(seed=1))
+  ck.save(2, small_state(seed=2))
+
+  def killed_midway(path, *args, **kwargs):  # deletes one file of the old checkpoint, then "dies"
+    next(f for f in Path(path).rglob("*") if f.is_file()).unlink()
+    raise SystemExit("killed")
+
+  monkeypatch.setattr(checkpointing.shutil, "rmtree", killed_midway)
+  with pytest.raises(SystemExit):
+    ck.save(3, small_state(seed=3))  # saving 3 prunes 1
+  monkeypatch.undo()
+  assert complete_epochs(tmp_path) == [2, 3]  # the half-deleted one is out of sight, in _deleted/
+  ck = checkpointing.Checkpointer(tmp_path, max_to_keep=2)
+  ck.clean_up_after_crash()
+  assert not (tmp_path / "_deleted").exists() and ck.epochs() == [2, 3]
+  for e in (2, 3):
+    for a, b in zip(leaves(ck.restore(e, small_state())), leaves(small_state(seed=e))):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_a_metrics_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path, caplog):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"epoch": 1, "train_loss": 5.0}\n{"epoch": 2, "train_loss": 4.0}\n{"epoch": 3, "tra')
+  train._truncate_metrics(path, 2)
+  assert read_metrics(tmp_path) == [{"epoch": 1, "train_loss": 5.0}, {"epoch": 2, "train_loss": 4.0}]
+  assert "partly written line" in caplog.text
+  train._truncate_metrics(path, 1)
+  assert read_metrics(tmp_path) == [{"epoch": 1, "train_loss": 5.0}]
+
+
 # -- bad checkpoints, workdirs and data --------------------------------------------------------------------
 
 def small_state(seed=0, **overrides):
