@@ -458,12 +458,13 @@ CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("exper
 
 
 def small_form(name, seed):
-  """The experiment config with every size shrunk: same layers, losses, data mode and schedule kind."""
+  """The experiment config shrunk (one hidden layer of 8 per stochastic layer, K <= 2, 2 epochs):
+  the same stochastic layers, loss, data mode and schedule kind."""
   cfg = importlib.import_module(f"experiments.configs.{name}").get_config()
   cfg.seed = seed
   cfg.model.latent_dims = tuple(4 // 2**i for i in range(len(cfg.model.latent_dims)))
-  cfg.model.hidden_sizes = tuple((8,) * len(h) for h in cfg.model.hidden_sizes)
-  cfg.loss.num_samples = min(cfg.loss.num_samples, 3)
+  cfg.model.hidden_sizes = tuple((8,) for _ in cfg.model.hidden_sizes)
+  cfg.loss.num_samples = min(cfg.loss.num_samples, 2)
   if cfg.optimizer.schedule == "burda":  # two stages of one epoch: the rate drops once
     cfg.optimizer.burda_stages, cfg.optimizer.burda_epoch_scale, cfg.num_epochs = 2, 0.4, -1
   else:
