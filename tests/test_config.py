@@ -96,6 +96,7 @@ FLOATS = {"model.fixed_log_sigma": (-10, False, 5, False), "loss.beta": (0, Fals
           "optimizer.burda_epoch_scale": (0, True, 1e3, False), "skip_threshold": (0, False, 1e30, False)}
 CHOICES = {"data.name": ("binarized_mnist", "mnist", "fashion_mnist", "cifar10"),
            "data.mode": ("static", "dynamic", "grey"), "model.network": ("mlp", "conv"),
+           "model.conv_implementation": ("auto", "patches", "xla"),
            "model.activation": ("tanh", "relu", "elu", "softplus", "gelu", "silu", "linear"),
            "model.likelihood": ("bernoulli", "gaussian_fixed", "gaussian_shared", "gaussian_pixel"),
            "loss.name": ("elbo", "iwae"), "optimizer.name": ("adam", "adamw", "sgd"),

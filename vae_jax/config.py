@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from vae_jax import data as data_lib
+from vae_jax import layers
 from vae_jax import losses
 from vae_jax import models
 
@@ -135,6 +136,7 @@ FIELDS = {
     "model.hidden_sizes": Sizes(nested=True),
     "model.activation": Choice(tuple(models.ACTIVATIONS)),
     "model.conv_features": Sizes(),
+    "model.conv_implementation": Choice(tuple(layers.IMPLEMENTATIONS)),
     "model.likelihood": Choice(models.LIKELIHOODS),
     "model.fixed_log_sigma": Float(-10.0, 5.0),
     "model.init_output_bias": Bool(),
@@ -269,6 +271,7 @@ def make_model(config) -> models.VAE:
       latent_dims=tuple(m.latent_dims),
       hidden_sizes=tuple(tuple(h) for h in m.hidden_sizes),
       activation=m.activation, network=m.network, conv_features=tuple(m.conv_features),
+      conv_implementation=m.get("conv_implementation", "auto"),
       likelihood=m.likelihood, fixed_log_sigma=float(m.fixed_log_sigma))
 
 

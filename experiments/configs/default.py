@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.hidden_sizes = ((200, 200),)  # deterministic widths per stochastic layer
   config.model.activation = "tanh"
   config.model.conv_features = (32, 64)
+  config.model.conv_implementation = "auto"  # auto | patches | xla (vae_jax/layers.py)
   config.model.likelihood = "bernoulli"  # bernoulli | gaussian_fixed | gaussian_shared | gaussian_pixel
   config.model.fixed_log_sigma = 0.0
   config.model.init_output_bias = True   # decoder bias = logit of the mean training image (Burda et al.)
