@@ -144,7 +144,7 @@ def _global_norm(tree) -> jax.Array:
   """sqrt(sum of squares) of all leaves, scaled by the largest entry so that finite
   gradients above ~1e19 (whose squares overflow float32) still give a finite norm."""
   leaves = jax.tree.leaves(tree)
-  scale = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(g)) for g in leaves])
+  scale = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(g), initial=0.0) for g in leaves])
   safe = jnp.where((scale > 0) & jnp.isfinite(scale), scale, 1.0)
   norm = jnp.sqrt(sum(jnp.sum(jnp.square(g / safe)) for g in leaves))
   return jnp.where(jnp.isfinite(scale), norm * safe, scale)  # inf / NaN entries stay non-finite
