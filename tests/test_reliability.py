@@ -220,7 +220,7 @@ def test_training_killed_at_random_moments_resumes_without_losing_finished_epoch
     # write; "random": any moment before the run would reach its first checkpoint (start-up,
     # restore, compile, training); "after_a_save": 0-100 ms after a checkpoint (training, saving).
     delay = {"while_writing": 0.0 if kills == 0 else rng.uniform(0.0, 0.03), "finish": -1.0,
-             "random": rng.uniform(0.0, first_write_s), "after_a_save": rng.uniform(0.0, 0.1)}[plan]
+             "random": rng.uniform(0.0, 0.7 * first_write_s), "after_a_save": rng.uniform(0.0, 0.1)}[plan]
     log_path = tmp_path / f"child{kills}.log"
     with log_path.open("w") as log_file:
       proc = subprocess.Popen(
