@@ -66,6 +66,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 2
   config.progress = True                 # progress bar with ETA
   config.num_devices = 0                 # data-parallel over this many devices (0 = all)
+  # Non-finite numbers: by default a NaN / inf loss or gradient stops the run (step and term named).
+  config.skip_nonfinite_updates = False  # True: skip such updates instead (counted in train_skipped_updates)
+  config.skip_threshold = 0.0            # > 0: also skip updates whose gradient norm exceeds it (VDVAE); 0 = off
+  config.debug_nans = False              # jax_debug_nans: raise at the first op that makes a NaN (slow)
 
   # experiments.evaluate defaults
   config.eval = ml_collections.ConfigDict()
