@@ -70,7 +70,7 @@ def rows_for(label: str, workdir: str, key: jax.Array) -> tuple[list[tuple[str, 
   n = FLAGS.num_samples
   if not getattr(model, "deterministic", False):
     samples = np.asarray(model.apply({"params": params}, key, n, method=model.generate))
-    return [(f"{label} ({epoch} epochs): x ~ p(x|z), z ~ p(z) ({config.model.prior} prior)", samples)], {}
+    return [(f"{label} ({epoch} epochs): E[x | z], z ~ p(z) ({config.model.prior} prior)", samples)], {}
   images = data_lib.load_split(config.data, "train").images[:FLAGS.num_fit]
   codes = codes_of(model, params, images, jax.random.fold_in(key, 1), config.data.mode).astype(np.float64)
   mean, cov = codes.mean(0), np.cov(codes, rowvar=False)
@@ -84,8 +84,8 @@ def rows_for(label: str, workdir: str, key: jax.Array) -> tuple[list[tuple[str, 
                cov_eigen_max=float(np.linalg.eigvalsh(cov).max()),
                mean_code_norm=float(np.mean(np.linalg.norm(codes, axis=1))),
                expected_norm_of_N01=float(np.sqrt(d)))
-  return [(f"{label} ({epoch} epochs): decode z ~ N(0, I)", decode_mean(model, params, z_std)),
-          (f"{label}: decode z ~ Gaussian fitted to {len(codes)} training codes",
+  return [(f"{label} ({epoch} epochs): E[x | z], z ~ N(0, I)", decode_mean(model, params, z_std)),
+          (f"{label}: E[x | z], z ~ Gaussian fitted to the codes of {len(codes)} training images",
            decode_mean(model, params, z_fit))], stats
 
 
