@@ -135,9 +135,10 @@ class GatedPixelCNN(nn.Module):
 
 
 def init_params(model: GatedPixelCNN, key: jax.Array) -> dict:
+  """Parameters of ``model`` from an explicit key (one compiled program, not op by op)."""
   codes = jnp.zeros(tuple(model.grid_shape), jnp.int32)
   label = jnp.zeros((), jnp.int32) if model.num_classes else None
-  return model.init({"params": key}, codes, label)["params"]
+  return jax.jit(lambda k: model.init({"params": k}, codes, label)["params"])(key)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_samples", "temperature"))

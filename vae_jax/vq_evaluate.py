@@ -85,7 +85,7 @@ def _prior_batch(prior, params, codes, labels):
 def prior_log_prob(prior: pixelcnn.GatedPixelCNN, params, codes: np.ndarray,
                    labels: np.ndarray | None = None, *, batch_size: int = 500) -> np.ndarray:
   """log p(z) of code grids int [N, h, w] (labels [N] for a class-conditional prior) -> [N] nats."""
-  prior.check_codes(jnp.asarray(codes[:1]))
+  prior.check_codes(np.asarray(codes))
   if prior.num_classes and labels is None:
     raise data_lib.DataError(f"this prior is conditioned on {prior.num_classes} classes: "
                              "the images need labels")
@@ -168,6 +168,16 @@ def _restore(workdir: Path, config, template):
   return epoch, state
 
 
+def _abstract(make_state):
+  """The state ``make_state()`` would build, as shapes and dtypes only (nothing is initialized)."""
+  return jax.eval_shape(make_state)
+
+
+def new_prior_state(model: pixelcnn.GatedPixelCNN, key: jax.Array, tx) -> train.TrainState:
+  params = pixelcnn.init_params(model, key)
+  return train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx)
+
+
 def _template_tx(config):
   return config_lib.make_optimizer(config.optimizer, config_lib.make_schedule(config.optimizer, 1, 1))
 
@@ -181,7 +191,8 @@ def load_vqvae(workdir: str | Path) -> Restored:
     raise config_lib.ConfigError(f"{workdir} is not a VQ-VAE workdir (its config.model.name is "
                                  f"{config.get('model', {}).get('name')!r}, not 'vqvae')")
   model = vq_config.make_vqvae(config)
-  template = vq_train.create_train_state(model, jax.random.key(0), _template_tx(config))
+  tx = _template_tx(config)
+  template = _abstract(lambda: vq_train.create_train_state(model, jax.random.key(0), tx))
   epoch, state = _restore(workdir, config, template)
   return Restored(workdir, config, model, state.params, epoch, int(state.step))
 
@@ -226,9 +237,7 @@ def load_prior(workdir: str | Path, vqvae_workdir: str | Path | None = None) -> 
   vq = load_vqvae(vqvae_workdir or config.vqvae_workdir)
   check_prior_source(json.loads(source_path.read_text()), vq, workdir)
   model = vq_config.make_prior(config, vq.model)
-  params = pixelcnn.init_params(model, jax.random.key(0))
   tx = _template_tx(config)
-  template = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                              tx=tx)
+  template = _abstract(lambda: new_prior_state(model, jax.random.key(0), tx))
   epoch, state = _restore(workdir, config, template)
   return Restored(workdir, config, model, state.params, epoch, int(state.step)), vq

@@ -141,7 +141,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
 def _save_reconstructions(model, params, images, key, mode, workdir: Path) -> None:
   from vae_jax import plotting
   x = vqvae.model_input(jnp.asarray(images[:32]), key, mode, model.likelihood)
-  recon = model.apply({"params": params}, x, method=model.reconstruct)
+  recon = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.reconstruct))(params, x)
   plotting.save_reconstructions(np.asarray(x), np.asarray(recon), workdir / "figures" / "reconstructions.png")
 
 
@@ -216,8 +216,7 @@ def train_prior(config, workdir: str | Path, *, datasets: dict[str, data_lib.Spl
   steps_per_epoch = max(1, train_codes.shape[0] // config.batch_size)
   schedule = config_lib.make_schedule(config.optimizer, steps_per_epoch, config.num_epochs)
   tx = config_lib.make_optimizer(config.optimizer, schedule)
-  params = pixelcnn.init_params(prior, keys.init)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx)
+  state = vq_evaluate.new_prior_state(prior, keys.init, tx)
   step = jax.tree_util.Partial(prior_train_step, model=prior, loss_fn=loss_fn or losses.prior_nll_loss)
 
   def validate(state):

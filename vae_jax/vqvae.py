@@ -193,8 +193,9 @@ class VQVAE(nn.Module):
 
 
 def init_params(model: VQVAE, key: jax.Array) -> dict:
-  """Parameters of ``model`` from an explicit key (traces one example)."""
-  return model.init({"params": key}, jnp.zeros(tuple(model.image_shape), jnp.float32))["params"]
+  """Parameters of ``model`` from an explicit key (one compiled program, not op by op)."""
+  x = jnp.zeros(tuple(model.image_shape), jnp.float32)
+  return jax.jit(lambda k: model.init({"params": k}, x)["params"])(key)
 
 
 def model_input(raw: jax.Array, key: jax.Array | None, mode: str, likelihood: str) -> jax.Array:

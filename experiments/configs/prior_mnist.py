@@ -40,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.schedule = "cosine"
 
   config.batch_size = 100
-  config.num_epochs = 10
+  config.num_epochs = 8
   config.eval_every_epochs = 2           # validation -log p(z) of the codes
   config.checkpoint_every_epochs = 1
   config.keep_checkpoints = 2
