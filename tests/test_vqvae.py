@@ -18,8 +18,6 @@ from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import distributions as dist
 from vae_jax import losses
-from vae_jax import pixelcnn
-from vae_jax import quantization as vq
 from vae_jax import vq_config
 from vae_jax import vq_evaluate
 from vae_jax import vq_train

@@ -14,14 +14,12 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vae_jax import checkpointing
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import losses
