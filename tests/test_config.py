@@ -5,6 +5,7 @@ import pytest
 
 from experiments.configs import default
 from vae_jax import config as config_lib
+from vae_jax import vq_config
 
 CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("experiments/configs/*.py")
                  if p.stem != "__init__")
@@ -13,6 +14,14 @@ CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("exper
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_experiment_config_is_valid(name):
   cfg = importlib.import_module(f"experiments.configs.{name}").get_config()
+  kind = cfg.model.get("name", "vae")
+  if kind == "vqvae":  # VQ-VAE and prior configs (tests/test_vqvae.py) have validators of their own
+    vq_config.validate_vqvae(cfg)
+    vq_config.make_vqvae(cfg)
+    return
+  if kind == "gated_pixelcnn":
+    vq_config.validate_prior(cfg, check_workdir=False)
+    return
   config_lib.validate(cfg)
   assert config_lib.num_epochs(cfg) >= 1
   config_lib.make_model(cfg)

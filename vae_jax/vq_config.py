@@ -75,11 +75,15 @@ def validate_vqvae(config) -> None:
   _validate_training(config)
 
 
-def validate_prior(config) -> None:
-  """Raises ConfigError on the first invalid field of a prior config (the VQ-VAE workdir must exist)."""
+def validate_prior(config, *, check_workdir: bool = True) -> None:
+  """Raises ConfigError on the first invalid field of a prior config.
+
+  With ``check_workdir`` the VQ-VAE workdir must exist (a config file on its
+  own names none).
+  """
   config_lib._check_choice(config, "model.name", ("gated_pixelcnn",))
   workdir = config.vqvae_workdir
-  if not workdir or not (Path(workdir) / "config.json").exists():
+  if check_workdir and (not workdir or not (Path(workdir) / "config.json").exists()):
     config_lib._fail("vqvae_workdir", workdir, "a trained VQ-VAE workdir (one holding config.json "
                      "and checkpoints/), e.g. --config.vqvae_workdir=runs/vqvae_mnist")
   config_lib._check_int(config, "model.features", 1)
