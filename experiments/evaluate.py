@@ -16,6 +16,7 @@ from vae_jax import checkpointing
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import evaluate as eval_lib
+from vae_jax import parallel
 from vae_jax import train
 
 FLAGS = flags.FLAGS
@@ -49,7 +50,8 @@ def main(argv):
   result = eval_lib.evaluate(model, state.params, images, key=train.RunKeys.from_seed(config.seed).eval,
                              mode=config.data.mode, num_samples=k,
                              batch_size=FLAGS.batch_size or config.eval.batch_size,
-                             chunk_size=config.eval.chunk_size, progress=True)
+                             chunk_size=config.eval.chunk_size, progress=True,
+                             mesh=parallel.make_mesh(config.get("num_devices", 0)))
   result.update(split=FLAGS.split, epoch=epoch, step=int(state.step),
                 seconds=time.perf_counter() - t0, device=str(jax.devices()[0].device_kind))
   out = workdir / f"eval_{FLAGS.split}.json"

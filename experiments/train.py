@@ -9,12 +9,17 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
+from vae_jax import parallel
 from vae_jax import train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "experiments/configs/default.py", "Experiment config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.", required=True)
+flags.DEFINE_string("coordinator_address", "", "Multi-host: host:port of process 0 "
+                    "(jax.distributed.initialize); empty for one host.")
+flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
+flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index.")
 
 
 def main(argv):
@@ -22,6 +27,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
   logging.getLogger("vae_jax").setLevel(logging.INFO)
+  parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   _, metrics = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
 

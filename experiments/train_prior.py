@@ -1,6 +1,6 @@
 """Train a PixelCNN prior on a VQ-VAE's codes:
 
-    python -m experiments.train_prior --config experiments/configs/prior_mnist.py \
+    python -m experiments.train_prior --config experiments/configs/vq/prior_mnist.py \
         --config.vqvae_workdir=runs/vqvae_mnist --workdir DIR
 
 Encodes the VQ-VAE's training and validation images once, fits the prior by
@@ -16,7 +16,7 @@ from ml_collections import config_flags
 from vae_jax import vq_train
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "experiments/configs/prior_mnist.py", "Prior config file.",
+config_flags.DEFINE_config_file("config", "experiments/configs/vq/prior_mnist.py", "Prior config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.", required=True)
 

@@ -1,4 +1,4 @@
-"""Train a VQ-VAE: python -m experiments.train_vqvae --config experiments/configs/vqvae_mnist.py --workdir DIR
+"""Train a VQ-VAE: python -m experiments.train_vqvae --config experiments/configs/vq/vqvae_mnist.py --workdir DIR
 
 Any field can be overridden: --config.num_epochs=5 --config.vq.ema=False.
 Rerunning with the same workdir resumes from its newest checkpoint.
@@ -12,7 +12,7 @@ from ml_collections import config_flags
 from vae_jax import vq_train
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "experiments/configs/vqvae_mnist.py", "VQ-VAE config file.",
+config_flags.DEFINE_config_file("config", "experiments/configs/vq/vqvae_mnist.py", "VQ-VAE config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.", required=True)
 

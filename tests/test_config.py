@@ -1,11 +1,15 @@
 import importlib
+import math
+from collections import Counter
 from pathlib import Path
 
+import ml_collections
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from experiments.configs import default
 from vae_jax import config as config_lib
-from vae_jax import vq_config
+from vae_jax import train
 
 CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("experiments/configs/*.py")
                  if p.stem != "__init__")
@@ -14,14 +18,6 @@ CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("exper
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_experiment_config_is_valid(name):
   cfg = importlib.import_module(f"experiments.configs.{name}").get_config()
-  kind = cfg.model.get("name", "vae")
-  if kind == "vqvae":  # VQ-VAE and prior configs (tests/test_vqvae.py) have validators of their own
-    vq_config.validate_vqvae(cfg)
-    vq_config.make_vqvae(cfg)
-    return
-  if kind == "gated_pixelcnn":
-    vq_config.validate_prior(cfg, check_workdir=False)
-    return
   config_lib.validate(cfg)
   assert config_lib.num_epochs(cfg) >= 1
   config_lib.make_model(cfg)
@@ -79,3 +75,243 @@ def test_burda_schedule_lengths_and_rates():
   cfg.num_epochs = 10
   with pytest.raises(config_lib.ConfigError, match="num_epochs=10"):
     config_lib.validate(cfg)
+
+
+# -- property-based: random invalid configs --------------------------------------------------------
+# What the configs promise (experiments/configs/default.py and README), written down here
+# independently of vae_jax.config.FIELDS: integer and number ranges (None = unbounded above),
+# choices, flags, strings and width tuples.
+M = 2**24  # the upper bound on counts (epochs, batch sizes, checkpoints)
+INTS = {"seed": (0, 2**32 - 1), "num_devices": (0, 2**16), "data.binarize_seed": (0, 2**32 - 1), "loss.num_samples": (1, 100_000),
+        "optimizer.burda_stages": (1, 12), "batch_size": (1, M), "eval_every_epochs": (1, M),
+        "eval_num_samples": (1, 100_000), "checkpoint_every_epochs": (1, M), "keep_checkpoints": (1, 1000),
+        "eval.num_importance_samples": (1, 10**7), "eval.batch_size": (1, M),
+        "eval.chunk_size": (1, 100_000), "num_epochs": (1, M)}
+# (low, low excluded, high, high excluded)
+FLOATS = {"model.fixed_log_sigma": (-10, False, 5, False), "loss.beta": (0, False, 1e6, False),
+          "loss.warmup_epochs": (0, False, 1e6, False), "optimizer.learning_rate": (0, True, 10, False),
+          "optimizer.b1": (0, False, 1, True), "optimizer.b2": (0, False, 1, True),
+          "optimizer.eps": (0, True, 1, False), "optimizer.weight_decay": (0, False, 1e3, False),
+          "optimizer.grad_clip_norm": (0, False, 1e12, False),
+          "optimizer.burda_epoch_scale": (0, True, 1e3, False), "skip_threshold": (0, False, 1e30, False)}
+CHOICES = {"data.name": ("binarized_mnist", "mnist", "fashion_mnist", "cifar10"),
+           "data.mode": ("static", "dynamic", "grey"), "model.network": ("mlp", "conv"),
+           "model.conv_implementation": ("auto", "patches", "xla"),
+           "model.activation": ("tanh", "relu", "elu", "softplus", "gelu", "silu", "linear"),
+           "model.likelihood": ("bernoulli", "gaussian_fixed", "gaussian_shared", "gaussian_pixel"),
+           "loss.name": ("elbo", "iwae"), "optimizer.name": ("adam", "adamw", "sgd"),
+           "optimizer.schedule": ("constant", "cosine", "burda")}
+BOOLS = ("data.download", "model.init_output_bias", "loss.analytic_kl", "progress",
+         "skip_nonfinite_updates", "debug_nans")
+STRS = ("data.data_dir",)
+SIZES = ("model.latent_dims", "model.conv_features")
+NESTED_SIZES = ("model.hidden_sizes",)
+ALL_FIELDS = (set(INTS) | set(FLOATS) | set(CHOICES) | set(BOOLS) | set(STRS) | set(SIZES)
+              | set(NESTED_SIZES))
+
+ODD_OBJECTS = st.sampled_from([None, "", "1", "nan", [], {}, (), object(), b"1", 1j, math.nan])
+
+
+def leaf_names(cfg, prefix=""):
+  for k, v in cfg.items():
+    if isinstance(v, dict):
+      yield from leaf_names(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}"
+
+
+def test_the_property_test_covers_every_field_of_every_config():
+  for name in CONFIGS:
+    cfg = importlib.import_module(f"experiments.configs.{name}").get_config().to_dict()
+    assert set(leaf_names(cfg)) == ALL_FIELDS, name
+  assert set(config_lib.FIELDS) == ALL_FIELDS
+
+
+def not_int():
+  return st.one_of(st.floats(allow_nan=True), st.booleans(), st.text(max_size=5), ODD_OBJECTS,
+                   st.lists(st.integers(1, 5), max_size=3))
+
+
+def bad_int(lo, hi):
+  return st.one_of(not_int(), st.integers(max_value=lo - 1), st.integers(min_value=hi + 1))
+
+
+def bad_float(lo, lo_open, hi, hi_open):
+  return st.one_of(st.sampled_from([math.nan, math.inf, -math.inf, 10**400]), st.booleans(),
+                   st.text(max_size=5), ODD_OBJECTS, st.floats(max_value=lo, exclude_max=not lo_open),
+                   st.integers(max_value=math.ceil(lo) - 1),
+                   st.floats(min_value=hi, exclude_min=not hi_open))
+
+
+def bad_sizes():
+  width = st.integers(1, 64)
+  bad_width = st.one_of(st.integers(max_value=0), st.integers(min_value=2**16 + 1), st.floats(),
+                        st.booleans(), st.text(max_size=3), st.none())
+  return st.one_of(
+      ODD_OBJECTS, st.integers(), st.text(max_size=5),
+      st.builds(lambda a, b, i: tuple(a[:i] + [b] + a[i:]), st.lists(width, max_size=3), bad_width,
+                st.integers(0, 3)))
+
+
+def bad_nested_sizes(num_layers):
+  good = st.lists(st.integers(1, 64), min_size=1, max_size=3).map(tuple)
+  return st.one_of(
+      ODD_OBJECTS, st.integers(), st.just(((),) * num_layers),
+      bad_sizes().filter(lambda v: isinstance(v, tuple) and len(v) > 0).map(lambda v: (v,) * num_layers),
+      # mismatched: not one tuple per stochastic layer
+      st.lists(good, min_size=1, max_size=4).filter(lambda v: len(v) != num_layers).map(tuple))
+
+
+@st.composite
+def invalid_configs(draw):
+  """(config dict, kind, fields the error may name): one thing wrong in a valid experiment config."""
+  name = draw(st.sampled_from(CONFIGS))
+  cfg = importlib.import_module(f"experiments.configs.{name}").get_config().to_dict()
+  num_layers = len(cfg["model"]["latent_dims"])
+  kind = draw(st.sampled_from(["int", "float", "choice", "bool", "str", "sizes", "nested", "unknown",
+                               "missing", "section", "combination"]))
+
+  def put(field, value):
+    *path, leaf = field.split(".")
+    parent = cfg
+    for p in path:
+      parent = parent[p]
+    parent[leaf] = value
+    return field
+
+  if kind == "int":
+    field = draw(st.sampled_from(sorted(INTS)))
+    if field == "num_epochs" and cfg["optimizer"]["schedule"] == "burda":
+      value = draw(st.one_of(not_int(), st.integers(max_value=-2), st.integers(0, 3000)))
+    else:
+      value = draw(bad_int(*INTS[field]))
+    return cfg, kind, {put(field, value)}
+  if kind == "float":
+    field = draw(st.sampled_from(sorted(FLOATS)))
+    return cfg, kind, {put(field, draw(bad_float(*FLOATS[field])))}
+  if kind == "choice":
+    field = draw(st.sampled_from(sorted(CHOICES)))
+    value = draw(st.one_of(st.text(max_size=12).filter(lambda s: s not in CHOICES[field]), ODD_OBJECTS,
+                           st.integers(), st.sampled_from([o.upper() for o in CHOICES[field]])))
+    return cfg, kind, {put(field, value)}
+  if kind == "bool":
+    field = draw(st.sampled_from(BOOLS))
+    return cfg, kind, {put(field, draw(st.one_of(st.integers(0, 1), st.text(max_size=5), ODD_OBJECTS)))}
+  if kind == "str":
+    return cfg, kind, {put(STRS[0], draw(st.one_of(st.integers(), st.booleans(), st.none(),
+                                                      st.lists(st.text(max_size=2), max_size=2))))}
+  if kind == "sizes":
+    field = draw(st.sampled_from(SIZES))
+    return cfg, kind, {put(field, draw(bad_sizes()))}
+  if kind == "nested":
+    return cfg, kind, {put(NESTED_SIZES[0], draw(bad_nested_sizes(num_layers)))}
+  if kind == "unknown":  # a misspelled or invented field, at the top or inside a section
+    section = draw(st.sampled_from([None, "data", "model", "loss", "optimizer", "eval"]))
+    leaf = draw(st.from_regex(r"[a-z][a-z_0-9]{0,12}", fullmatch=True))
+    field = leaf if section is None else f"{section}.{leaf}"
+    if field in ALL_FIELDS or (section is None and leaf in cfg):
+      field = field + "_x"
+    put(field, draw(st.one_of(st.integers(), st.text(max_size=3), st.booleans())))
+    return cfg, kind, {field}
+  if kind == "missing":
+    field = draw(st.sampled_from(sorted(ALL_FIELDS)))
+    *path, leaf = field.split(".")
+    parent = cfg
+    for p in path:
+      parent = parent[p]
+    del parent[leaf]
+    return cfg, kind, {field}
+  if kind == "section":  # a whole section replaced by a value
+    section = draw(st.sampled_from(["data", "model", "loss", "optimizer", "eval"]))
+    cfg[section] = draw(st.one_of(st.integers(), st.text(max_size=3), st.none()))
+    return cfg, kind, {section}
+  # combination: each field legal alone, the pair impossible
+  combo = draw(st.sampled_from(["conv_sizes", "grey_bernoulli", "binary_dynamic", "analytic_2layer",
+                                "burda_length", "minus_one_not_burda", "hidden_vs_latent"]))
+  if combo == "conv_sizes":  # 28 x 28 images cannot be halved 3+ times
+    put("model.network", "conv")
+    return cfg, kind, {put("model.conv_features", tuple(draw(st.lists(st.integers(1, 64), min_size=3,
+                                                                        max_size=5))))}
+  if combo == "grey_bernoulli":
+    put("data.name", draw(st.sampled_from(["mnist", "fashion_mnist", "cifar10"])))
+    put("model.likelihood", "bernoulli")
+    return cfg, kind, {put("data.mode", "grey"), "model.likelihood"}
+  if combo == "binary_dynamic":
+    put("data.name", "binarized_mnist")
+    return cfg, kind, {put("data.mode", draw(st.sampled_from(["dynamic", "grey"]))), "model.likelihood"}
+  if combo == "analytic_2layer":
+    put("loss.name", "elbo")
+    put("model.latent_dims", (8, 4))
+    put("model.hidden_sizes", ((16,), (8,)))
+    return cfg, kind, {put("loss.analytic_kl", True)}
+  if combo == "burda_length":
+    put("optimizer.schedule", "burda")
+    scale = draw(st.floats(0.01, 2.0))
+    stages = draw(st.integers(1, 8))
+    put("optimizer.burda_epoch_scale", scale)
+    put("optimizer.burda_stages", stages)
+    length = sum(max(1, round(3**i * scale)) for i in range(stages))
+    return cfg, kind, {put("num_epochs", draw(st.integers(0, 5000).filter(lambda n: n != length)))}
+  if combo == "minus_one_not_burda":
+    put("optimizer.schedule", draw(st.sampled_from(["constant", "cosine"])))
+    return cfg, kind, {put("num_epochs", -1)}
+  latent = tuple(draw(st.lists(st.integers(1, 32), min_size=1, max_size=3)))
+  put("model.latent_dims", latent)
+  put("loss.analytic_kl", False)
+  hidden = tuple((16,) for _ in range(draw(st.integers(1, 4).filter(lambda n: n != len(latent)))))
+  return cfg, kind, {put("model.hidden_sizes", hidden)}
+
+
+def test_random_invalid_configs_get_one_named_error_before_any_compute(tmp_path, monkeypatch):
+  """Every random invalid config -> ConfigError naming the field, before data, compile or workdir."""
+  def no_data(*a, **k):
+    raise AssertionError("data was loaded for an invalid config")
+
+  monkeypatch.setattr(train, "load_datasets", no_data)
+  monkeypatch.setattr(config_lib, "make_model", no_data)
+  workdir = tmp_path / "run"
+  tried = Counter()
+
+  @settings(max_examples=700, deadline=None, database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+  @given(invalid_configs())
+  def check(case):
+    cfg, kind, fields = case
+    with pytest.raises(config_lib.ConfigError) as err:
+      train.train_and_evaluate(ml_collections.ConfigDict(cfg), workdir)
+    message = str(err.value)
+    assert any(f"config.{f}" in message for f in fields), (kind, fields, message)
+    assert not workdir.exists()
+    tried[kind] += 1
+
+  check()
+  total = sum(tried.values())
+  print(f"\n{total} random invalid configs, {total} named ConfigErrors: {dict(sorted(tried.items()))}")
+  assert total >= 600 and len(tried) == 11, tried
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(st.data())
+def test_random_legal_values_are_accepted(data):
+  name = data.draw(st.sampled_from(CONFIGS))
+  cfg = importlib.import_module(f"experiments.configs.{name}").get_config().to_dict()
+  field = data.draw(st.sampled_from(sorted(set(INTS) | set(FLOATS) | set(BOOLS) | set(STRS))))
+  if field in INTS:
+    lo, hi = INTS[field]
+    value = data.draw(st.integers(lo, hi))
+  elif field in FLOATS:
+    lo, lo_open, hi, hi_open = FLOATS[field]
+    value = data.draw(st.floats(lo, hi, exclude_min=lo_open, exclude_max=hi_open))
+  else:
+    value = data.draw(st.booleans() if field in BOOLS else st.text(max_size=8))
+  if cfg["optimizer"]["schedule"] == "burda":
+    if field == "num_epochs":
+      cfg["optimizer"]["schedule"] = "constant"
+    else:
+      cfg["num_epochs"] = -1  # the schedule's length, whatever its stages and scale
+  *path, leaf = field.split(".")
+  parent = cfg
+  for p in path:
+    parent = parent[p]
+  parent[leaf] = value
+  config_lib.validate(ml_collections.ConfigDict(cfg))

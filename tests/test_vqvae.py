@@ -1,9 +1,11 @@
 """VQ-VAE: likelihoods, objective, the two training stages, evaluation, workdir checks, CIFAR-10 path."""
 
+import importlib
 import json
 import math
 import shutil
 import types
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,7 @@ import pytest
 import scipy.stats
 import tensorflow_datasets as tfds
 
-from experiments.configs import prior_mnist, vqvae_cifar10, vqvae_mnist
+from experiments.configs.vq import prior_mnist, vqvae_cifar10, vqvae_mnist
 from vae_jax import checkpointing
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
@@ -257,6 +259,32 @@ def test_prior_on_a_vqvae_with_another_grid_is_refused(trained, tmp_path):
 
 
 # -- configs ----------------------------------------------------------------------------------
+
+VQ_CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("experiments/configs/vq/*.py")
+                    if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("name", VQ_CONFIGS)
+def test_every_vq_config_is_valid(name):
+  cfg = importlib.import_module(f"experiments.configs.vq.{name}").get_config()
+  if cfg.model.name == "vqvae":
+    vq_config.validate_vqvae(cfg)
+    assert vq_config.make_vqvae(cfg).grid_shape in ((7, 7), (8, 8))
+  else:
+    vq_config.validate_prior(cfg, check_workdir=False)
+
+
+def test_unknown_and_missing_fields_are_refused(tmp_path):
+  cfg = tiny_vq_config()
+  cfg.vq.restart_treshold = 0.1  # misspelled
+  with pytest.raises(config_lib.ConfigError, match="vq.restart_treshold is not a known field; did you "
+                                                   "mean config.vq.dead_threshold|restart_treshold"):
+    vq_train.train_and_evaluate(cfg, tmp_path, datasets=synthetic(8))
+  cfg = tiny_vq_config()
+  del cfg.vq["beta"]
+  with pytest.raises(config_lib.ConfigError, match="config.vq.beta is missing"):
+    vq_config.validate_vqvae(cfg)
+
 
 @pytest.mark.parametrize("overrides,match", [
     ({"model.num_codes": 1}, "model.num_codes=1"),

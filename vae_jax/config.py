@@ -6,11 +6,15 @@ and raises one ``ConfigError`` naming the field, its value and what is allowed.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 
+import numpy as np
 import optax
 
 from vae_jax import data as data_lib
+from vae_jax import layers
 from vae_jax import losses
 from vae_jax import models
 
@@ -20,99 +24,229 @@ class ConfigError(ValueError):
 
 
 def _fail(field, value, allowed):
-  raise ConfigError(f"config.{field}={value!r} is invalid: {allowed}")
+  shown = repr(value)
+  if len(shown) > 200:
+    shown = shown[:200] + "..."
+  raise ConfigError(f"config.{field}={shown} is invalid: {allowed}")
 
 
-def _check_int(config, field, lo, hi=None):
-  value = config
-  for part in field.split("."):
-    value = value[part]
-  if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-    _fail(field, value, f"expected an integer >= {lo}" + (f" and <= {hi}" if hi is not None else ""))
+# -- what each field may hold -------------------------------------------------
+# One entry per config field (experiments/configs/default.py). ``validate``
+# checks every entry and refuses fields not listed here, so a misspelled
+# override fails instead of being ignored: a new config field needs an entry.
+
+_INT_TYPES = (int, np.integer)
+_FLOAT_TYPES = (int, float, np.integer, np.floating)
+_BOOL_TYPES = (bool, np.bool_)
+MAX_SEED = 2**32 - 1    # jax.random.key keeps 32 bits: larger seeds alias smaller ones
+MAX_WIDTH = 2**16       # units in a layer, latents, channels
+MAX_COUNT = 2**24       # epochs, samples, batch sizes, checkpoints
 
 
-def _check_float(config, field, lo, hi=None, lo_open=False):
-  value = config
-  for part in field.split("."):
-    value = value[part]
-  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-  ok = ok and (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
-  if not ok:
-    _fail(field, value, f"expected a finite number {'>' if lo_open else '>='} {lo}"
-          + (f" and <= {hi}" if hi is not None else ""))
+def _is_int(v) -> bool:
+  return isinstance(v, _INT_TYPES) and not isinstance(v, _BOOL_TYPES)
 
 
-def _check_choice(config, field, choices):
-  value = config
-  for part in field.split("."):
-    value = value[part]
-  if value not in choices:
-    _fail(field, value, f"choose one of {sorted(choices)}")
+def _is_number(v) -> bool:
+  return isinstance(v, _FLOAT_TYPES) and not isinstance(v, _BOOL_TYPES)
+
+
+def _finite(v) -> bool:
+  try:
+    return math.isfinite(v)
+  except OverflowError:  # an int too large for a float
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class Int:
+  lo: int
+  hi: int = MAX_COUNT
+
+  def problem(self, v):
+    if not _is_int(v) or not self.lo <= v <= self.hi:
+      return f"expected an integer in [{self.lo}, {self.hi}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Float:
+  lo: float
+  hi: float = math.inf
+  lo_open: bool = False
+  hi_open: bool = False
+
+  def problem(self, v):
+    ok = _is_number(v) and _finite(v)
+    ok = ok and (v > self.lo if self.lo_open else v >= self.lo)
+    ok = ok and (v < self.hi if self.hi_open else v <= self.hi)
+    if not ok:
+      return (f"expected a finite number in {'(' if self.lo_open else '['}{self.lo}, {self.hi}"
+              f"{')' if self.hi_open or self.hi == math.inf else ']'}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bool:
+  def problem(self, v):
+    if not isinstance(v, _BOOL_TYPES):
+      return "expected True or False"
+
+
+@dataclasses.dataclass(frozen=True)
+class Str:
+  def problem(self, v):
+    if not isinstance(v, str):
+      return "expected a string"
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  options: tuple
+
+  def problem(self, v):
+    if not isinstance(v, str) or v not in self.options:
+      return f"choose one of {sorted(self.options)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+  """A tuple of positive integers (layer widths); ``nested``: a tuple of such tuples."""
+  nested: bool = False
+
+  def problem(self, v):
+    def sizes_ok(t):
+      return (isinstance(t, (tuple, list)) and 1 <= len(t) <= 64
+              and all(_is_int(w) and 1 <= w <= MAX_WIDTH for w in t))
+    ok = (isinstance(v, (tuple, list)) and 1 <= len(v) <= 64 and all(map(sizes_ok, v))) \
+        if self.nested else sizes_ok(v)
+    if not ok:
+      inner = f"a non-empty tuple of integers in [1, {MAX_WIDTH}]"
+      return f"expected a non-empty tuple of such tuples ({inner})" if self.nested else f"expected {inner}"
+
+
+FIELDS = {
+    "seed": Int(0, MAX_SEED),
+    "num_devices": Int(0, 2**16),  # 0 = all
+    "data.name": Choice(tuple(data_lib.DATASETS)),
+    "data.mode": Choice(data_lib.MODES),
+    "data.data_dir": Str(),
+    "data.download": Bool(),
+    "data.binarize_seed": Int(0, MAX_SEED),
+    "model.network": Choice(models.NETWORKS),
+    "model.latent_dims": Sizes(),
+    "model.hidden_sizes": Sizes(nested=True),
+    "model.activation": Choice(tuple(models.ACTIVATIONS)),
+    "model.conv_features": Sizes(),
+    "model.conv_implementation": Choice(tuple(layers.IMPLEMENTATIONS)),
+    "model.likelihood": Choice(models.LIKELIHOODS),
+    "model.fixed_log_sigma": Float(-10.0, 5.0),
+    "model.init_output_bias": Bool(),
+    "loss.name": Choice(tuple(losses.LOSSES)),
+    "loss.num_samples": Int(1, 100_000),
+    "loss.analytic_kl": Bool(),
+    "loss.beta": Float(0.0, 1e6),
+    "loss.warmup_epochs": Float(0.0, 1e6),
+    "optimizer.name": Choice(("adam", "adamw", "sgd")),
+    "optimizer.learning_rate": Float(0.0, 10.0, lo_open=True),
+    "optimizer.b1": Float(0.0, 1.0, hi_open=True),   # 1 would divide by 0 in Adam's bias correction
+    "optimizer.b2": Float(0.0, 1.0, hi_open=True),
+    "optimizer.eps": Float(0.0, 1.0, lo_open=True),
+    "optimizer.weight_decay": Float(0.0, 1e3),
+    "optimizer.grad_clip_norm": Float(0.0, 1e12),
+    "optimizer.schedule": Choice(("constant", "cosine", "burda")),
+    "optimizer.burda_stages": Int(1, 12),
+    "optimizer.burda_epoch_scale": Float(0.0, 1e3, lo_open=True),
+    "batch_size": Int(1),
+    "num_epochs": Int(-1),
+    "eval_every_epochs": Int(1),
+    "eval_num_samples": Int(1, 100_000),
+    "checkpoint_every_epochs": Int(1),
+    "keep_checkpoints": Int(1, 1000),
+    "progress": Bool(),
+    "skip_nonfinite_updates": Bool(),
+    "skip_threshold": Float(0.0, 1e30),
+    "debug_nans": Bool(),
+    "eval.num_importance_samples": Int(1, 10**7),
+    "eval.batch_size": Int(1),
+    "eval.chunk_size": Int(1, 100_000),
+}
+
+
+def _leaves(config, prefix=""):
+  """(dotted name, value) of every leaf; sections are anything with ``items``."""
+  for k, v in config.items():
+    name = f"{prefix}{k}"
+    if hasattr(v, "items") and not isinstance(v, str):
+      yield from _leaves(v, name + ".")
+    else:
+      yield name, v
+
+
+def _check_structure(config) -> dict:
+  if not hasattr(config, "items"):
+    raise ConfigError(f"config={config!r} is invalid: expected an ml_collections.ConfigDict "
+                      "(see experiments/configs/default.py)")
+  values = dict(_leaves(config))
+  sections = {f.rsplit(".", 1)[0] for f in FIELDS if "." in f}
+  for name in values:
+    if name in FIELDS:
+      continue
+    if name in sections:
+      _fail(name, values[name], "expected a section of fields (a ConfigDict)")
+    close = difflib.get_close_matches(name, FIELDS, n=1)
+    raise ConfigError(f"config.{name} is not a known field"
+                      + (f"; did you mean config.{close[0]}?" if close else "")
+                      + " (new fields need an entry in vae_jax.config.FIELDS)")
+  for name in FIELDS:
+    if name not in values:
+      raise ConfigError(f"config.{name} is missing; every field of "
+                        "experiments/configs/default.py must be present")
+  return values
 
 
 def validate(config) -> None:
-  """Raises ConfigError on the first invalid field; returns None otherwise."""
-  _check_int(config, "seed", 0)
-  _check_choice(config, "data.name", data_lib.DATASETS)
-  _check_choice(config, "data.mode", data_lib.MODES)
-  if data_lib.DATASETS[config.data.name].is_binary and config.data.mode != "static":
-    _fail("data.mode", config.data.mode, f"{config.data.name} is binary already: use 'static'")
-  _check_choice(config, "model.network", models.NETWORKS)
-  _check_choice(config, "model.activation", models.ACTIVATIONS)
-  _check_choice(config, "model.likelihood", models.LIKELIHOODS)
-  latent_dims = tuple(config.model.latent_dims)
-  if not latent_dims or not all(isinstance(d, int) and d >= 1 for d in latent_dims):
-    _fail("model.latent_dims", config.model.latent_dims, "a non-empty tuple of positive integers")
-  hidden = tuple(tuple(h) for h in config.model.hidden_sizes)
-  if len(hidden) != len(latent_dims) or not all(
-      h and all(isinstance(w, int) and w >= 1 for w in h) for h in hidden):
-    _fail("model.hidden_sizes", config.model.hidden_sizes,
+  """Raises ConfigError on the first invalid field; returns None otherwise.
+
+  Checks that the config has exactly the fields of ``FIELDS``, each of the
+  right type and in range, then the combinations (layer counts, image sizes,
+  data mode vs likelihood, schedule length). Pure Python: nothing is compiled
+  and no data is read.
+  """
+  values = _check_structure(config)
+  for name, spec in FIELDS.items():
+    problem = spec.problem(values[name])
+    if problem:
+      _fail(name, values[name], problem)
+
+  data_name, mode = values["data.name"], values["data.mode"]
+  if data_lib.DATASETS[data_name].is_binary and mode != "static":
+    _fail("data.mode", mode, f"{data_name} is binary already: use 'static'")
+  latent_dims = tuple(values["model.latent_dims"])
+  hidden = values["model.hidden_sizes"]
+  if len(hidden) != len(latent_dims):
+    _fail("model.hidden_sizes", hidden,
           f"one non-empty tuple of positive widths per stochastic layer ({len(latent_dims)})")
-  if config.model.network == "conv":
-    feats = tuple(config.model.conv_features)
-    h, w, _ = data_lib.DATASETS[config.data.name].image_shape
+  if values["model.network"] == "conv":
+    feats = tuple(values["model.conv_features"])
+    h, w, _ = data_lib.DATASETS[data_name].image_shape
     scale = 2 ** len(feats)
-    if not feats or h % scale or w % scale:
-      _fail("model.conv_features", config.model.conv_features,
+    if h % scale or w % scale:
+      _fail("model.conv_features", values["model.conv_features"],
             f"{len(feats)} stride-2 layers need image sides divisible by {scale} (images are {h}x{w})")
-  if config.model.likelihood == "bernoulli" and config.data.mode == "grey":
+  if values["model.likelihood"] == "bernoulli" and mode == "grey":
     _fail("model.likelihood", "bernoulli", "grey-level data needs a Gaussian likelihood "
           "(or set data.mode to 'static' or 'dynamic')")
-  _check_float(config, "model.fixed_log_sigma", -10.0, 5.0)
-
-  _check_choice(config, "loss.name", losses.LOSSES)
-  _check_int(config, "loss.num_samples", 1)
-  _check_float(config, "loss.beta", 0.0)
-  _check_float(config, "loss.warmup_epochs", 0.0)
-  if config.loss.name == "elbo" and config.loss.analytic_kl and len(latent_dims) > 1:
+  if values["loss.name"] == "elbo" and values["loss.analytic_kl"] and len(latent_dims) > 1:
     _fail("loss.analytic_kl", True, "the closed-form KL needs one stochastic layer; "
           "set it to False for a Monte Carlo KL")
-
-  _check_choice(config, "optimizer.name", ("adam", "adamw", "sgd"))
-  _check_choice(config, "optimizer.schedule", ("constant", "cosine", "burda"))
-  _check_float(config, "optimizer.learning_rate", 0.0, lo_open=True)
-  _check_float(config, "optimizer.b1", 0.0, 1.0)
-  _check_float(config, "optimizer.b2", 0.0, 1.0)
-  _check_float(config, "optimizer.eps", 0.0, lo_open=True)
-  _check_float(config, "optimizer.weight_decay", 0.0)
-  _check_float(config, "optimizer.grad_clip_norm", 0.0)
-  _check_int(config, "optimizer.burda_stages", 1, 12)
-  _check_float(config, "optimizer.burda_epoch_scale", 0.0, lo_open=True)
-
-  _check_int(config, "batch_size", 1)
-  if config.optimizer.schedule == "burda":
-    if config.num_epochs not in (-1, burda_num_epochs(config.optimizer)):
-      _fail("num_epochs", config.num_epochs,
-            f"-1 or {burda_num_epochs(config.optimizer)} (the length of the burda schedule)")
-  else:
-    _check_int(config, "num_epochs", 1)
-  _check_int(config, "eval_every_epochs", 1)
-  _check_int(config, "eval_num_samples", 1)
-  _check_int(config, "checkpoint_every_epochs", 1)
-  _check_int(config, "keep_checkpoints", 1)
-  _check_int(config, "eval.num_importance_samples", 1)
-  _check_int(config, "eval.batch_size", 1)
-  _check_int(config, "eval.chunk_size", 1)
+  num_epochs = values["num_epochs"]
+  if values["optimizer.schedule"] == "burda":
+    burda_epochs = sum(max(1, round(3**i * values["optimizer.burda_epoch_scale"]))
+                       for i in range(values["optimizer.burda_stages"]))
+    if num_epochs not in (-1, burda_epochs):
+      _fail("num_epochs", num_epochs, f"-1 or {burda_epochs} (the length of the burda schedule)")
+  elif num_epochs < 1:
+    _fail("num_epochs", num_epochs, f"expected an integer in [1, {MAX_COUNT}] "
+          "(-1, the schedule's length, only with optimizer.schedule='burda')")
 
 
 def burda_stage_epochs(opt_config) -> list[int]:
@@ -137,6 +271,7 @@ def make_model(config) -> models.VAE:
       latent_dims=tuple(m.latent_dims),
       hidden_sizes=tuple(tuple(h) for h in m.hidden_sizes),
       activation=m.activation, network=m.network, conv_features=tuple(m.conv_features),
+      conv_implementation=m.get("conv_implementation", "auto"),
       likelihood=m.likelihood, fixed_log_sigma=float(m.fixed_log_sigma))
 
 

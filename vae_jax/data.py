@@ -98,8 +98,9 @@ def _decode_tfds_split(name: str, tfds_split: str, data_dir: str | None, downloa
   return images, labels
 
 
-def check_images(images: np.ndarray, image_shape, *, what: str = "images") -> None:
-  """Raises DataError unless images is [N, *image_shape], finite, in [0, 255]."""
+def check_images(images: np.ndarray, image_shape, *, what: str = "images", binary: bool = False) -> None:
+  """Raises DataError unless images is [N, *image_shape] of integer grey levels in [0, 255]
+  (in {0, 1} with ``binary``, as data.mode "static" needs)."""
   images = np.asarray(images)
   if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
     raise DataError(f"{what} have shape {images.shape}; expected [N, {', '.join(map(str, image_shape))}]")
@@ -112,6 +113,12 @@ def check_images(images: np.ndarray, image_shape, *, what: str = "images") -> No
   if lo < 0 or hi > 255:
     raise DataError(f"{what} have values in [{lo}, {hi}]; expected uint8 grey levels in [0, 255] "
                     "or binary {0, 1}")
+  if np.issubdtype(images.dtype, np.floating) and not np.all(images == np.round(images)):
+    raise DataError(f"{what} have non-integer values in [{lo}, {hi}]; expected uint8 grey levels in "
+                    "[0, 255] (images scaled to [0, 1]? multiply by 255)")
+  if binary and hi > 1:
+    raise DataError(f"{what} have values up to {hi:g}, but config.data.mode='static' needs binary "
+                    "images in {0, 1}: binarize them or use data.mode 'dynamic' or 'grey'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +136,14 @@ def load_split(data_config, split: str) -> Split:
   if split not in spec.splits:
     raise DataError(f"split {split!r} is not one of {sorted(spec.splits)}")
   tfds_split, part = spec.splits[split]
-  images, labels = _decode_tfds_split(name, tfds_split, _tfds_data_dir(data_config.data_dir),
-                                      bool(data_config.download))
+  root = _tfds_data_dir(data_config.data_dir)
+  if root and not data_config.download and not Path(root).is_dir():
+    source = "config.data.data_dir" if data_config.data_dir else "$TFDS_DATA_DIR"
+    raise DataError(f"the TFDS data dir {root} (from {source}) does not exist, and "
+                    "config.data.download is False. Set TFDS_DATA_DIR (or config.data.data_dir) to a "
+                    f"directory holding a prepared {name!r}, or set config.data.download=True to let "
+                    "TFDS download it (needs internet).")
+  images, labels = _decode_tfds_split(name, tfds_split, root, bool(data_config.download))
   if part != "all":  # validation = the last images of the training split
     cut = len(images) - min(spec.held_out, len(images) // 5)
     rows = slice(0, cut) if part == "head" else slice(cut, None)

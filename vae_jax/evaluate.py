@@ -9,18 +9,19 @@ so the numbers do not depend on the batch size.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import compilation
 from vae_jax import data as data_lib
 from vae_jax import distributions as dist
+from vae_jax import parallel
 
 
-@functools.partial(jax.jit, static_argnames=("model", "mode", "num_samples", "chunk_size"))
+@compilation.jit(static_argnames=("model", "mode", "num_samples", "chunk_size"))
 def _batch_stats(model, params, raw, index, key, *, mode, num_samples, chunk_size):
   """Per-image sums for a batch: logsumexp of log w, sum of log w, sum of log p(x|z), KL."""
   num_chunks = -(-num_samples // chunk_size)
@@ -52,7 +53,7 @@ def _batch_stats(model, params, raw, index, key, *, mode, num_samples, chunk_siz
 
 def evaluate(model, params, images: np.ndarray, *, key: jax.Array, mode: str,
              num_samples: int = 5000, batch_size: int = 100, chunk_size: int = 250,
-             progress: bool = False) -> dict:
+             progress: bool = False, mesh=None) -> dict:
   """Metrics of ``model`` on uint8 ``images`` [N, H, W, C].
 
   Returns a dict of floats in nats per image (averaged over the images):
@@ -62,10 +63,16 @@ def evaluate(model, params, images: np.ndarray, *, key: jax.Array, mode: str,
     nll: -log p(x) estimated with ``num_samples`` importance samples;
     bits_per_dim: nll in bits per pixel (discrete data);
     active_units: units of z_1 with Cov_x(E_q[z_1]) > 0.01 (Burda et al. 2016).
+
+  With a ``mesh`` (``vae_jax.parallel``) each batch of images is split over
+  its devices (``batch_size`` must divide evenly).
   """
   if num_samples < 1:
     raise ValueError(f"num_samples={num_samples} must be >= 1")
   chunk_size = min(chunk_size, num_samples)
+  if mesh is not None:
+    parallel.check_batch_size(batch_size, mesh)
+    params = parallel.replicate(params, mesh)
   n = images.shape[0]
   sums = dict(log_px=0.0, elbo_mc=0.0, log_px_z=0.0, kl_analytic=0.0)
   means = []
@@ -80,6 +87,8 @@ def evaluate(model, params, images: np.ndarray, *, key: jax.Array, mode: str,
       pad = batch_size - raw.shape[0]
       raw = jnp.concatenate([raw, jnp.zeros((pad,) + raw.shape[1:], raw.dtype)])
       index = jnp.concatenate([index, jnp.full((pad,), n, index.dtype)])
+    if mesh is not None:
+      raw, index = parallel.shard_batch(raw, mesh), parallel.shard_batch(index, mesh)
     out = _batch_stats(model, params, raw, index, key, mode=mode, num_samples=num_samples,
                        chunk_size=chunk_size)
     m = min(batch_size, n - start)

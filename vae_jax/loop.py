@@ -5,7 +5,8 @@ the workdir's ``config.json`` and the resume check (``train._config_diff``),
 ``RunKeys`` (step key ``fold_in(train_key, step)``, epoch order
 ``fold_in(data_key, epoch)``), one jitted ``lax.scan`` per epoch with the state
 donated, Orbax checkpoints (``checkpointing.Checkpointer``), ``metrics.jsonl``
-rows, the stop on a NaN or inf metric, and the progress bar. A trainer brings
+rows, the crash clean-up (half-written checkpoints, unreadable ones set aside,
+atomic ``config.json``), the stop on a NaN or inf metric, and the progress bar. A trainer brings
 its step, its data (any pytree of arrays with a leading example axis) and a
 validation function.
 """
@@ -22,6 +23,7 @@ import jax
 import numpy as np
 
 from vae_jax import checkpointing
+from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import train
@@ -30,9 +32,9 @@ log = logging.getLogger(__name__)
 
 
 def prepare_workdir(config, workdir: str | Path) -> Path:
-  """Creates ``workdir``; refuses one that holds a run of another config (listing the differences)."""
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  """Creates ``workdir`` (WorkdirError if it cannot be written); refuses one that holds a run of
+  another config (listing the differences)."""
+  workdir = train._prepare_workdir(Path(workdir))
   cfg_path = workdir / "config.json"
   if cfg_path.exists():
     diffs = train._config_diff(json.loads(cfg_path.read_text()), train._config_to_json(config))
@@ -44,7 +46,7 @@ def prepare_workdir(config, workdir: str | Path) -> Path:
 
 
 def write_config(config, workdir: Path) -> None:
-  (workdir / "config.json").write_text(config.to_json(indent=2))
+  train._write_atomic(workdir / "config.json", config.to_json(indent=2))
 
 
 def make_epoch(step: Callable, batch_size: int) -> Callable:
@@ -65,7 +67,7 @@ def make_epoch(step: Callable, batch_size: int) -> Callable:
 
     return jax.lax.scan(body, state, batches)
 
-  return jax.jit(epoch_fn, donate_argnums=(0,))
+  return compilation.jit(epoch_fn, donate_argnums=(0,))
 
 
 def fit(config, workdir: Path, *, state, epoch_fn: Callable, data, keys: train.RunKeys,
@@ -90,7 +92,8 @@ def fit(config, workdir: Path, *, state, epoch_fn: Callable, data, keys: train.R
                                  f"{n} training examples")
   total_epochs = int(config.num_epochs)
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
-  start_epoch, restored = ckpt.restore_latest(state)
+  ckpt.clean_up_after_crash()
+  start_epoch, restored = ckpt.restore_latest(state, set_aside_unreadable=True)
   if restored is not None:
     state = restored
     log.info("resuming %s from epoch %d (step %d)", workdir, start_epoch, int(state.step))

@@ -64,6 +64,7 @@ class ConvEncoderTrunk(nn.Module):
   """Stride-2 3x3 convolutions, then flatten: image [..., H, W, C] -> [..., F]."""
   features: Sequence[int]
   activation: str = "relu"
+  implementation: str = "auto"  # see vae_jax.layers
 
   @nn.compact
   def __call__(self, x: jax.Array, image_ndim: int = 3) -> jax.Array:
@@ -71,7 +72,8 @@ class ConvEncoderTrunk(nn.Module):
     lead = x.shape[:-image_ndim]
     h = x.reshape((-1,) + x.shape[-image_ndim:])
     for i, f in enumerate(self.features):
-      h = act(layers.Conv(f, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
+      h = act(layers.Conv(f, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}",
+                              implementation=self.implementation)(h))
     return h.reshape(lead + (-1,))
 
 
@@ -81,6 +83,7 @@ class ConvDecoderTrunk(nn.Module):
   image_shape: Sequence[int]
   out_channels: int
   activation: str = "relu"
+  implementation: str = "auto"  # see vae_jax.layers
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
@@ -94,8 +97,9 @@ class ConvDecoderTrunk(nn.Module):
     h = h.reshape((-1,) + base + (feats[0],))
     for i, f in enumerate(feats):
       h = act(layers.ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME",
-                                       name=f"deconv_{i}")(h))
-    h = layers.Conv(self.out_channels, (3, 3), padding="SAME", name="out")(h)
+                                       name=f"deconv_{i}", implementation=self.implementation)(h))
+    h = layers.Conv(self.out_channels, (3, 3), padding="SAME", name="out",
+                    implementation=self.implementation)(h)
     return h.reshape(lead + tuple(self.image_shape[:2]) + (self.out_channels,))
 
 
@@ -110,6 +114,8 @@ class VAE(nn.Module):
       uses them in order, the decoder in reverse (Burda et al. 2016, App. C).
     network: "mlp" or "conv" for the x <-> z_1 networks (upper layers are MLPs).
     conv_features: channels of the stride-2 convolutions ("conv" only).
+    conv_implementation: "auto" (patches + matmul on CPU, XLA's convolution
+      elsewhere), "patches" or "xla"; see ``vae_jax.layers``.
     likelihood: one of ``LIKELIHOODS``.
     fixed_log_sigma: log sigma of the "gaussian_fixed" likelihood.
   """
@@ -119,6 +125,7 @@ class VAE(nn.Module):
   activation: str = "tanh"
   network: str = "mlp"
   conv_features: Sequence[int] = (32, 64)
+  conv_implementation: str = "auto"
   likelihood: str = "bernoulli"
   fixed_log_sigma: float = 0.0
 
@@ -129,9 +136,11 @@ class VAE(nn.Module):
   def setup(self):
     n_layers = len(self.latent_dims)
     if self.network == "conv":
-      self.enc_trunk0 = ConvEncoderTrunk(self.conv_features, self.activation)
+      self.enc_trunk0 = ConvEncoderTrunk(self.conv_features, self.activation,
+                                         self.conv_implementation)
       self.dec_trunk0 = ConvDecoderTrunk(self.conv_features, tuple(self.image_shape),
-                                         self.image_shape[-1], self.activation)
+                                         self.image_shape[-1], self.activation,
+                                         self.conv_implementation)
     else:
       self.enc_trunk0 = MLP(tuple(self.hidden_sizes[0]), self.activation)
       self.dec_trunk0 = MLP(tuple(reversed(self.hidden_sizes[0])), self.activation)

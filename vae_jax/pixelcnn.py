@@ -21,7 +21,6 @@ Grids are int32 [..., h, w] with values in [0, K).
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -29,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import compilation
 from vae_jax import data as data_lib
 from vae_jax import layers
 
@@ -141,7 +141,7 @@ def init_params(model: GatedPixelCNN, key: jax.Array) -> dict:
   return jax.jit(lambda k: model.init({"params": k}, codes, label)["params"])(key)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_samples", "temperature"))
+@compilation.jit(static_argnames=("model", "num_samples", "temperature"))
 def sample(model: GatedPixelCNN, params, key: jax.Array, num_samples: int,
            labels: jax.Array | None = None, temperature: float = 1.0) -> jax.Array:
   """Ancestral samples z ~ p(z): int32 [num_samples, h, w], one compiled ``fori_loop`` over positions.

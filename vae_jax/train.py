@@ -12,10 +12,13 @@ The training images live on the device as uint8; an epoch is one jitted
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -28,21 +31,28 @@ import numpy as np
 import optax
 
 from vae_jax import checkpointing
+from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import evaluate as eval_lib
 from vae_jax import losses
 from vae_jax import models
+from vae_jax import parallel
 
 log = logging.getLogger(__name__)
 
 # Fields that may change between a run and its resumption.
 RESUMABLE_FIELDS = ("num_epochs", "eval_every_epochs", "eval_num_samples", "checkpoint_every_epochs",
-                    "keep_checkpoints", "progress", "eval", "data.data_dir", "data.download")
+                    "keep_checkpoints", "progress", "eval", "data.data_dir", "data.download",
+                    "num_devices", "skip_nonfinite_updates", "skip_threshold", "debug_nans")
 
 
 class NonFiniteError(FloatingPointError):
   """Training produced a NaN or inf loss or gradient."""
+
+
+class WorkdirError(OSError):
+  """The workdir cannot be created or written."""
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -72,7 +82,7 @@ class RunKeys:
 def create_train_state(model: models.VAE, key: jax.Array, tx: optax.GradientTransformation,
                        *, output_bias: np.ndarray | None = None) -> TrainState:
   """Initial state; ``output_bias`` (logits, image-shaped) sets the MLP decoder's output bias."""
-  params = models.init_params(model, key)
+  params = jax.jit(models.init_params, static_argnums=0)(model, key)  # one compile, not one per op
   if output_bias is not None and "dec_out" in params:
     bias = jnp.asarray(output_bias, jnp.float32).reshape(-1)
     params = {**params, "dec_out": {**params["dec_out"], "bias": bias}}
@@ -87,12 +97,20 @@ def kl_weight(step: jax.Array, *, beta: float, warmup_steps: int) -> jax.Array:
 
 
 def train_step(state: TrainState, raw_batch: jax.Array, key: jax.Array, *, model, loss_fn,
-               mode: str, beta: float = 1.0, warmup_steps: int = 0):
+               mode: str, beta: float = 1.0, warmup_steps: int = 0, skip_nonfinite: bool = False,
+               skip_threshold: float = 0.0):
   """One optimizer step on a uint8 batch [B, H, W, C]; returns (state, metrics).
 
   ``key`` is split into a data key (binarization / dequantization) and one
   loss key per example. Metrics are batch means of the loss and its aux terms,
-  plus the gradient's global norm and the KL weight used.
+  plus the gradient's global norm, the KL weight used and ``skipped_updates``
+  (1 if this update was skipped, else 0).
+
+  Skipping (decided on the device, no host sync): with ``skip_nonfinite`` a
+  step whose loss or gradient is NaN or inf, and with ``skip_threshold > 0`` a
+  step whose gradient norm exceeds it (or is not finite), leaves the
+  parameters and optimizer state as they were; the step counter still
+  advances, so keys and the learning-rate schedule stay on the batch index.
   """
   data_key, loss_key = jax.random.split(key)
   x = data_lib.to_model_input(raw_batch, data_key, mode)
@@ -105,42 +123,94 @@ def train_step(state: TrainState, raw_batch: jax.Array, key: jax.Array, *, model
     return jnp.mean(loss), jax.tree.map(jnp.mean, aux)
 
   (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params)
-  state = state.apply_gradients(grads)
-  return state, dict(loss=loss, grad_norm=_global_norm(grads), kl_weight=weight, **aux)
+  grad_norm = _global_norm(grads)
+  new_state = state.apply_gradients(grads)
+  skipped = jnp.zeros((), jnp.int32)
+  if skip_nonfinite or skip_threshold > 0:
+    skip = jnp.zeros((), bool)
+    if skip_nonfinite:
+      skip = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
+    if skip_threshold > 0:
+      skip = skip | ~(grad_norm <= skip_threshold)  # a NaN norm is skipped too
+    keep_old = lambda old, new: jnp.where(skip, old, new)
+    new_state = new_state.replace(params=jax.tree.map(keep_old, state.params, new_state.params),
+                                  opt_state=jax.tree.map(keep_old, state.opt_state, new_state.opt_state))
+    skipped = skip.astype(jnp.int32)
+  return new_state, dict(loss=loss, grad_norm=grad_norm, kl_weight=weight, skipped_updates=skipped,
+                         **aux)
 
 
 def _global_norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
+  """sqrt(sum of squares) of all leaves, scaled by the largest entry so that finite
+  gradients above ~1e19 (whose squares overflow float32) still give a finite norm."""
+  leaves = jax.tree.leaves(tree)
+  scale = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(g), initial=0.0) for g in leaves])
+  safe = jnp.where((scale > 0) & jnp.isfinite(scale), scale, 1.0)
+  norm = jnp.sqrt(sum(jnp.sum(jnp.square(g / safe)) for g in leaves))
+  return jnp.where(jnp.isfinite(scale), norm * safe, scale)  # inf / NaN entries stay non-finite
 
 
 def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float = 1.0,
-                     warmup_steps: int = 0) -> Callable:
+                     warmup_steps: int = 0, mesh: jax.sharding.Mesh | None = None,
+                     skip_nonfinite: bool = False, skip_threshold: float = 0.0,
+                     stepwise: bool = False) -> Callable:
   """A jitted ``train_epoch(state, images, epoch, train_key, data_key) -> (state, metrics)``.
 
   ``metrics`` holds one value per step (arrays [num_batches]); the state is donated.
+  With a ``mesh`` (``vae_jax.parallel``), each batch is split over its devices;
+  place the state and images with ``parallel.replicate`` first.
+  ``skip_nonfinite`` / ``skip_threshold``: see ``train_step``. ``stepwise``
+  (debug mode): one jitted step per batch, driven from Python, instead of one
+  scan, so that ``jax_debug_nans`` re-runs the failing step op by op and names the op.
   """
+  if mesh is not None:
+    parallel.check_batch_size(batch_size, mesh)
   step = jax.tree_util.Partial(train_step, model=model, loss_fn=loss_fn, mode=mode,
-                               beta=beta, warmup_steps=warmup_steps)
+                               beta=beta, warmup_steps=warmup_steps, skip_nonfinite=skip_nonfinite,
+                               skip_threshold=skip_threshold)
+
+  def body(state, idx, images, train_key):
+    batch = images[idx]
+    if mesh is not None:
+      batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(mesh))
+    return step(state, batch, jax.random.fold_in(train_key, state.step))
 
   def train_epoch(state, images, epoch, train_key, data_key):
     batches = data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), images.shape[0],
                                            batch_size)
+    return jax.lax.scan(lambda state, idx: body(state, idx, images, train_key), state, batches)
 
-    def body(state, idx):
-      return step(state, images[idx], jax.random.fold_in(train_key, state.step))
+  if stepwise:
+    body_jit = compilation.jit(body)
 
-    return jax.lax.scan(body, state, batches)
+    def stepwise_epoch(state, images, epoch, train_key, data_key):
+      batches = data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), images.shape[0],
+                                             batch_size)
+      metrics = []
+      for idx in batches:
+        try:
+          state, m = body_jit(state, idx, images, train_key)
+        except FloatingPointError as e:
+          raise FloatingPointError(f"{e} at step {int(state.step)}") from e
+        metrics.append(m)
+      return state, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
 
-  return jax.jit(train_epoch, donate_argnums=(0,))
+    return stepwise_epoch
+  return compilation.jit(train_epoch, donate_argnums=(0,))
 
 
 def _first_non_finite(metrics: dict) -> tuple[int, list[str]] | None:
-  bad = {k: ~np.isfinite(v) for k, v in metrics.items()}
+  """(batch index, offending terms) of the first non-skipped step with a non-finite metric."""
+  bad = {k: ~np.isfinite(v) for k, v in metrics.items() if k != "skipped_updates"}
   any_bad = np.any(np.stack(list(bad.values())), axis=0)
+  if "skipped_updates" in metrics:
+    any_bad &= metrics["skipped_updates"] == 0
   if not np.any(any_bad):
     return None
   i = int(np.argmax(any_bad))
-  return i, sorted(k for k, v in bad.items() if v[i])
+  order = ["loss", "grad_norm", "kl_weight"] + sorted(set(bad) - {"loss", "grad_norm", "kl_weight"})
+  names = {"grad_norm": "gradient (grad_norm)", "kl_weight": "kl_weight", "loss": "loss"}
+  return i, [names.get(k, f"aux term {k!r}") for k in order if k in bad and bad[k][i]]
 
 
 def _config_diff(saved: dict, current: dict, prefix="") -> list[str]:
@@ -188,13 +258,41 @@ def _append_jsonl(path: Path, row: dict) -> None:
     f.write(json.dumps(row) + "\n")
 
 
+def _write_atomic(path: Path, text: str) -> None:
+  """Write a whole file or nothing: a kill mid-write leaves the old file."""
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
 def _truncate_metrics(path: Path, last_epoch: int) -> None:
-  """Drop rows of epochs after the checkpoint we resume from (they will be redone)."""
+  """Drop rows of epochs after the checkpoint we resume from (they will be redone).
+
+  A line cut short by a kill mid-append is dropped too.
+  """
   if not path.exists():
     return
-  rows = [r for r in path.read_text().splitlines() if r.strip()]
-  kept = [r for r in rows if json.loads(r).get("epoch", 0) <= last_epoch]
-  path.write_text("".join(r + "\n" for r in kept))
+  kept = []
+  for r in path.read_text().splitlines():
+    try:
+      if r.strip() and json.loads(r).get("epoch", 0) <= last_epoch:
+        kept.append(r)
+    except json.JSONDecodeError:
+      log.warning("dropping a partly written line of %s: %r", path, r[:80])
+  _write_atomic(path, "".join(r + "\n" for r in kept))
+
+
+def _prepare_workdir(workdir: Path) -> Path:
+  """Creates ``workdir`` and checks that it can be written, before any compute."""
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / f".write_probe.{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+  except OSError as e:
+    raise WorkdirError(f"workdir {workdir} cannot be {'written' if workdir.is_dir() else 'created'}: "
+                       f"{e.strerror or e}. Choose a writable --workdir.") from e
+  return workdir
 
 
 def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | None = None,
@@ -210,8 +308,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
     datasets: ``{"train": Split, "validation": Split}`` to use instead of TFDS.
   """
   config_lib.validate(config)
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  workdir = _prepare_workdir(Path(workdir))
   cfg_path = workdir / "config.json"
   if cfg_path.exists():
     diffs = _config_diff(json.loads(cfg_path.read_text()), _config_to_json(config))
@@ -223,11 +320,18 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   if datasets is None:
     datasets = load_datasets(config)
   for name, split in datasets.items():
-    data_lib.check_images(split.images, model.image_shape, what=f"{name} images")
-  cfg_path.write_text(config.to_json(indent=2))
+    data_lib.check_images(split.images, model.image_shape, what=f"{name} images",
+                          binary=config.data.mode == "static")
+  _write_atomic(cfg_path, config.to_json(indent=2))
 
   keys = RunKeys.from_seed(config.seed)
-  train_images = jax.device_put(jnp.asarray(datasets["train"].images, jnp.uint8))
+  try:
+    mesh = parallel.make_mesh(config.num_devices)
+    parallel.check_batch_size(config.batch_size, mesh, "config.batch_size")
+    parallel.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
+  except ValueError as e:
+    raise config_lib.ConfigError(f"config.num_devices={config.num_devices}: {e}") from None
+  train_images = parallel.replicate(np.asarray(datasets["train"].images, np.uint8), mesh)
   steps_per_epoch = train_images.shape[0] // config.batch_size
   if steps_per_epoch < 1:
     raise config_lib.ConfigError(f"config.batch_size={config.batch_size} is larger than the "
@@ -239,10 +343,11 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   if config.model.init_output_bias and config.model.likelihood == "bernoulli":
     p = np.clip(_mean_image(datasets["train"].images, config.data.mode), 1e-3, 1 - 1e-3)
     output_bias = np.log(p) - np.log1p(-p)
-  state = create_train_state(model, keys.init, tx, output_bias=output_bias)
+  state = parallel.replicate(create_train_state(model, keys.init, tx, output_bias=output_bias), mesh)
 
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
-  start_epoch, restored = ckpt.restore_latest(state)
+  ckpt.clean_up_after_crash()
+  start_epoch, restored = ckpt.restore_latest(state, set_aside_unreadable=True)
   if restored is not None:
     state = restored
     log.info("resuming %s from epoch %d (step %d)", workdir, start_epoch, int(state.step))
@@ -252,7 +357,9 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   warmup_steps = int(round(config.loss.warmup_epochs * steps_per_epoch))
   loss_fn = loss_fn or losses.make_loss(config.loss)
   train_epoch = make_train_epoch(model, loss_fn, mode=config.data.mode, batch_size=config.batch_size,
-                                 beta=config.loss.beta, warmup_steps=warmup_steps)
+                                 beta=config.loss.beta, warmup_steps=warmup_steps, mesh=mesh,
+                                 skip_nonfinite=config.skip_nonfinite_updates,
+                                 skip_threshold=config.skip_threshold, stepwise=config.debug_nans)
   val_images = datasets["validation"].images
   last = {}
   epochs = range(start_epoch + 1, total_epochs + 1)
@@ -260,29 +367,44 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   if config.progress and len(epochs):
     from tqdm.auto import tqdm
     bar = tqdm(total=total_epochs, initial=start_epoch, desc="train", unit="epoch")
+  debug = contextlib.ExitStack()
+  if config.debug_nans:
+    debug.enter_context(jax.debug_nans(True))
   try:
     for epoch in epochs:
       t0 = time.perf_counter()
-      state, step_metrics = train_epoch(state, train_images, epoch, keys.train, keys.data)
+      try:
+        state, step_metrics = train_epoch(state, train_images, epoch, keys.train, keys.data)
+      except FloatingPointError as e:  # config.debug_nans: raised at the op that made the NaN
+        raise NonFiniteError(f"{e} in epoch {epoch} (steps {(epoch - 1) * steps_per_epoch} to "
+                             f"{epoch * steps_per_epoch - 1}); the newest good checkpoint (epoch "
+                             f"{max(ckpt.epochs(), default=0)}) is kept in {ckpt.directory}") from e
       step_metrics = jax.device_get(step_metrics)
       seconds = time.perf_counter() - t0
       bad = _first_non_finite(step_metrics)
+      skipped = step_metrics.pop("skipped_updates")
+      if np.all(skipped):
+        raise NonFiniteError(f"all {len(skipped)} updates of epoch {epoch} were skipped (non-finite or "
+                             f"above config.skip_threshold): the run is stuck; the newest good checkpoint "
+                             f"(epoch {max(ckpt.epochs(), default=0)}) is kept in {ckpt.directory}")
       if bad is not None:
         i, terms = bad
         step = (epoch - 1) * steps_per_epoch + i
         raise NonFiniteError(
             f"non-finite {', '.join(terms)} at step {step} (epoch {epoch}, batch {i}); the run "
             f"stopped and the newest good checkpoint (epoch {max(ckpt.epochs(), default=0)}) is "
-            f"kept in {ckpt.directory}. Lower the learning rate or set "
-            "config.optimizer.grad_clip_norm.")
+            f"kept in {ckpt.directory}. Lower the learning rate, set config.optimizer.grad_clip_norm "
+            "or config.skip_nonfinite_updates, or find the op with config.debug_nans.")
       row = {"epoch": epoch, "step": int(state.step), "seconds": seconds,
              "examples_per_s": steps_per_epoch * config.batch_size / seconds,
              "learning_rate": float(schedule(int(state.step) - 1))}
-      row.update({f"train_{k}": float(np.mean(v)) for k, v in step_metrics.items()})
+      kept = skipped == 0  # means over the updates that were applied
+      row.update({f"train_{k}": float(np.mean(v[kept])) for k, v in step_metrics.items()})
+      row["train_skipped_updates"] = int(np.sum(skipped))
       if epoch % config.eval_every_epochs == 0 or epoch == total_epochs:
         val = eval_lib.evaluate(model, state.params, val_images, key=keys.eval, mode=config.data.mode,
                                 num_samples=config.eval_num_samples, batch_size=config.eval.batch_size,
-                                chunk_size=config.eval.chunk_size)
+                                chunk_size=config.eval.chunk_size, mesh=mesh)
         row.update({f"val_{k}": v for k, v in val.items() if k not in ("num_images",)})
       _append_jsonl(metrics_path, row)
       last = row
@@ -293,6 +415,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
         bar.set_postfix(loss=f"{row['train_loss']:.2f}",
                         **({"val_elbo": f"{row['val_elbo']:.2f}"} if "val_elbo" in row else {}))
   finally:
+    debug.close()
     if bar is not None:
       bar.close()
     ckpt.close()

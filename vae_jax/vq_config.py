@@ -3,11 +3,12 @@
 Like ``config.validate``, ``validate_vqvae`` and ``validate_prior`` run before
 any data is read or anything is compiled and raise one ``ConfigError`` naming
 the field, its value and what is allowed. Configs are shaped like
-``experiments/configs/vqvae_mnist.py`` and ``experiments/configs/prior_mnist.py``.
+``experiments/configs/vq/vqvae_mnist.py`` and ``experiments/configs/vq/prior_mnist.py``.
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from vae_jax import config as config_lib
@@ -16,63 +17,102 @@ from vae_jax import pixelcnn
 from vae_jax import vqvae
 
 ConfigError = config_lib.ConfigError
-SCHEDULES = ("constant", "cosine")
+_c = config_lib  # the field types (Int, Float, Bool, Str, Choice) and the error format are the core's
+
+_TRAINING_FIELDS = {
+    "seed": _c.Int(0, _c.MAX_SEED),
+    "optimizer.name": _c.Choice(("adam", "adamw", "sgd")),
+    "optimizer.learning_rate": _c.Float(0.0, 10.0, lo_open=True),
+    "optimizer.b1": _c.Float(0.0, 1.0, hi_open=True),
+    "optimizer.b2": _c.Float(0.0, 1.0, hi_open=True),
+    "optimizer.eps": _c.Float(0.0, 1.0, lo_open=True),
+    "optimizer.weight_decay": _c.Float(0.0, 1e3),
+    "optimizer.grad_clip_norm": _c.Float(0.0, 1e12),
+    "optimizer.schedule": _c.Choice(("constant", "cosine")),
+    "batch_size": _c.Int(1),
+    "num_epochs": _c.Int(1),
+    "eval_every_epochs": _c.Int(1),
+    "checkpoint_every_epochs": _c.Int(1),
+    "keep_checkpoints": _c.Int(1, 1000),
+    "progress": _c.Bool(),
+    "eval.batch_size": _c.Int(1),
+}
+
+# Every field of experiments/configs/vq/vqvae_mnist.py; unknown and missing fields are refused.
+VQVAE_FIELDS = {
+    "data.name": _c.Choice(tuple(data_lib.DATASETS)),
+    "data.mode": _c.Choice(data_lib.MODES),
+    "data.data_dir": _c.Str(),
+    "data.download": _c.Bool(),
+    "data.binarize_seed": _c.Int(0, _c.MAX_SEED),
+    "model.name": _c.Choice(("vqvae",)),
+    "model.num_codes": _c.Int(2, _c.MAX_WIDTH),
+    "model.code_dim": _c.Int(1, _c.MAX_WIDTH),
+    "model.hidden": _c.Int(1, _c.MAX_WIDTH),
+    "model.residual_hidden": _c.Int(1, _c.MAX_WIDTH),
+    "model.num_residual_blocks": _c.Int(0, 64),
+    "model.num_downsamples": _c.Int(1, 6),
+    "model.likelihood": _c.Choice(vqvae.LIKELIHOODS),
+    "vq.beta": _c.Float(0.0, 1e6),
+    "vq.ema": _c.Bool(),
+    "vq.decay": _c.Float(0.0, 1.0, hi_open=True),
+    "vq.epsilon": _c.Float(0.0, 1.0, lo_open=True),
+    "vq.restart": _c.Bool(),
+    "vq.dead_threshold": _c.Float(0.0, 1e9),
+    **_TRAINING_FIELDS,
+}
+
+# Every field of experiments/configs/vq/prior_mnist.py.
+PRIOR_FIELDS = {
+    "vqvae_workdir": _c.Str(),
+    "model.name": _c.Choice(("gated_pixelcnn",)),
+    "model.features": _c.Int(1, _c.MAX_WIDTH),
+    "model.num_layers": _c.Int(1, 256),
+    "model.kernel_size": _c.Int(1, 63),
+    "model.output_features": _c.Int(1, _c.MAX_WIDTH),
+    "model.num_classes": _c.Int(0, _c.MAX_WIDTH),
+    **_TRAINING_FIELDS,
+}
 
 
-def _validate_training(config) -> None:
-  """Fields the VQ-VAE and prior configs share: seed, optimizer, loop."""
-  config_lib._check_int(config, "seed", 0)
-  config_lib._check_choice(config, "optimizer.name", ("adam", "adamw", "sgd"))
-  config_lib._check_choice(config, "optimizer.schedule", SCHEDULES)
-  config_lib._check_float(config, "optimizer.learning_rate", 0.0, lo_open=True)
-  config_lib._check_float(config, "optimizer.b1", 0.0, 1.0)
-  config_lib._check_float(config, "optimizer.b2", 0.0, 1.0)
-  config_lib._check_float(config, "optimizer.eps", 0.0, lo_open=True)
-  config_lib._check_float(config, "optimizer.weight_decay", 0.0)
-  config_lib._check_float(config, "optimizer.grad_clip_norm", 0.0)
-  for field in ("batch_size", "num_epochs", "eval_every_epochs", "checkpoint_every_epochs",
-                "keep_checkpoints", "eval.batch_size"):
-    config_lib._check_int(config, field, 1)
+def _check_fields(config, fields: dict, example: str) -> dict:
+  """Every field present, none unknown, each of its type and range; returns {name: value}."""
+  if not hasattr(config, "items"):
+    raise ConfigError(f"config={config!r} is invalid: expected an ml_collections.ConfigDict (see {example})")
+  values = dict(_c._leaves(config))
+  for name in values:
+    if name not in fields:
+      close = difflib.get_close_matches(name, fields, n=1)
+      raise ConfigError(f"config.{name} is not a known field"
+                        + (f"; did you mean config.{close[0]}?" if close else "") + f" (see {example})")
+  for name, spec in fields.items():
+    if name not in values:
+      raise ConfigError(f"config.{name} is missing; every field of {example} must be present")
+    problem = spec.problem(values[name])
+    if problem:
+      _c._fail(name, values[name], problem)
+  return values
 
 
 def validate_vqvae(config) -> None:
-  """Raises ConfigError on the first invalid field of a VQ-VAE config."""
-  config_lib._check_choice(config, "model.name", ("vqvae",))
-  config_lib._check_choice(config, "data.name", data_lib.DATASETS)
-  config_lib._check_choice(config, "data.mode", data_lib.MODES)
-  spec = data_lib.DATASETS[config.data.name]
-  if spec.is_binary and config.data.mode != "static":
-    config_lib._fail("data.mode", config.data.mode, f"{config.data.name} is binary already: use 'static'")
-  m = config.model
-  config_lib._check_int(config, "model.num_codes", 2)
-  config_lib._check_int(config, "model.code_dim", 1)
-  config_lib._check_int(config, "model.hidden", 1)
-  config_lib._check_int(config, "model.residual_hidden", 1)
-  config_lib._check_int(config, "model.num_residual_blocks", 0)
-  config_lib._check_int(config, "model.num_downsamples", 1, 6)
-  config_lib._check_choice(config, "model.likelihood", vqvae.LIKELIHOODS)
+  """Raises ConfigError on the first invalid field or combination of a VQ-VAE config."""
+  v = _check_fields(config, VQVAE_FIELDS, "experiments/configs/vq/vqvae_mnist.py")
+  spec = data_lib.DATASETS[v["data.name"]]
+  mode, likelihood = v["data.mode"], v["model.likelihood"]
+  if spec.is_binary and mode != "static":
+    _c._fail("data.mode", mode, f"{v['data.name']} is binary already: use 'static'")
   h, w, _ = spec.image_shape
-  scale = 2 ** m.num_downsamples
+  scale = 2 ** v["model.num_downsamples"]
   if h % scale or w % scale:
-    config_lib._fail("model.num_downsamples", m.num_downsamples,
-                     f"{m.num_downsamples} stride-2 layers need image sides divisible by {scale} "
-                     f"(images are {h}x{w})")
-  if m.likelihood == "bernoulli" and config.data.mode == "grey":
-    config_lib._fail("model.likelihood", m.likelihood, "grey-level data needs 'categorical' or "
-                     "'logistic' (or set data.mode to 'static' or 'dynamic')")
-  if m.likelihood != "bernoulli" and config.data.mode != "grey":
-    config_lib._fail("model.likelihood", m.likelihood, f"8-bit likelihoods model grey levels: set "
-                     f"data.mode='grey' (not {config.data.mode!r}) or use 'bernoulli'")
-  config_lib._check_float(config, "vq.beta", 0.0)
-  config_lib._check_float(config, "vq.decay", 0.0, 1.0)
-  if not config.vq.decay < 1.0:
-    config_lib._fail("vq.decay", config.vq.decay, "expected a number in [0, 1)")
-  config_lib._check_float(config, "vq.epsilon", 0.0, lo_open=True)
-  config_lib._check_float(config, "vq.dead_threshold", 0.0)
-  for field in ("ema", "restart"):
-    if not isinstance(config.vq[field], bool):
-      config_lib._fail(f"vq.{field}", config.vq[field], "expected True or False")
-  _validate_training(config)
+    _c._fail("model.num_downsamples", v["model.num_downsamples"],
+             f"{v['model.num_downsamples']} stride-2 layers need image sides divisible by {scale} "
+             f"(images are {h}x{w})")
+  if likelihood == "bernoulli" and mode == "grey":
+    _c._fail("model.likelihood", likelihood, "grey-level data needs 'categorical' or 'logistic' "
+             "(or set data.mode to 'static' or 'dynamic')")
+  if likelihood != "bernoulli" and mode != "grey":
+    _c._fail("model.likelihood", likelihood, f"8-bit likelihoods model grey levels: set "
+             f"data.mode='grey' (not {mode!r}) or use 'bernoulli'")
 
 
 def validate_prior(config, *, check_workdir: bool = True) -> None:
@@ -81,19 +121,13 @@ def validate_prior(config, *, check_workdir: bool = True) -> None:
   With ``check_workdir`` the VQ-VAE workdir must exist (a config file on its
   own names none).
   """
-  config_lib._check_choice(config, "model.name", ("gated_pixelcnn",))
-  workdir = config.vqvae_workdir
+  v = _check_fields(config, PRIOR_FIELDS, "experiments/configs/vq/prior_mnist.py")
+  workdir = v["vqvae_workdir"]
   if check_workdir and (not workdir or not (Path(workdir) / "config.json").exists()):
-    config_lib._fail("vqvae_workdir", workdir, "a trained VQ-VAE workdir (one holding config.json "
-                     "and checkpoints/), e.g. --config.vqvae_workdir=runs/vqvae_mnist")
-  config_lib._check_int(config, "model.features", 1)
-  config_lib._check_int(config, "model.num_layers", 1)
-  config_lib._check_int(config, "model.kernel_size", 1)
-  if config.model.kernel_size % 2 == 0:
-    config_lib._fail("model.kernel_size", config.model.kernel_size, "expected an odd size")
-  config_lib._check_int(config, "model.output_features", 1)
-  config_lib._check_int(config, "model.num_classes", 0)
-  _validate_training(config)
+    _c._fail("vqvae_workdir", workdir, "a trained VQ-VAE workdir (one holding config.json "
+             "and checkpoints/), e.g. --config.vqvae_workdir=runs/vqvae_mnist")
+  if v["model.kernel_size"] % 2 == 0:
+    _c._fail("model.kernel_size", v["model.kernel_size"], "expected an odd size")
 
 
 def make_vqvae(config) -> vqvae.VQVAE:

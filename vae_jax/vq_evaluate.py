@@ -16,7 +16,6 @@ least once, ``dead_codes`` = those never assigned.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -26,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import compilation
 from vae_jax import checkpointing
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
@@ -50,7 +50,7 @@ def _batches(n: int, batch_size: int):
     yield start, min(batch_size, n - start)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "mode"))
+@compilation.jit(static_argnames=("model", "mode"))
 def _vq_batch(model, params, raw, index, key, *, mode):
   def one(r, i):
     x = vqvae.model_input(r, jax.random.fold_in(key, i), mode, model.likelihood)
@@ -77,7 +77,7 @@ def encode(model: vqvae.VQVAE, params, images: np.ndarray, *, mode: str, key: ja
   return np.concatenate(codes).astype(np.int32), np.concatenate(log_px).astype(np.float64)
 
 
-@functools.partial(jax.jit, static_argnames=("prior",))
+@compilation.jit(static_argnames=("prior",))
 def _prior_batch(prior, params, codes, labels):
   return prior.apply({"params": params}, codes, labels, method=prior.log_prob)
 

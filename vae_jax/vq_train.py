@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import losses
@@ -88,9 +89,9 @@ def make_loss(config):
   return functools.partial(losses.vqvae_loss, beta=config.vq.beta, ema=config.vq.ema)
 
 
-def _check_datasets(datasets, image_shape):
+def _check_datasets(datasets, image_shape, mode):
   for name, split in datasets.items():
-    data_lib.check_images(split.images, image_shape, what=f"{name} images")
+    data_lib.check_images(split.images, image_shape, what=f"{name} images", binary=mode == "static")
 
 
 def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | None = None,
@@ -98,7 +99,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   """Trains (or resumes) the configured VQ-VAE in ``workdir``; returns (state, last metrics).
 
   Args:
-    config: shaped like ``experiments/configs/vqvae_mnist.py``.
+    config: shaped like ``experiments/configs/vq/vqvae_mnist.py``.
     workdir: ``config.json``, ``metrics.jsonl``, ``checkpoints/``, ``figures/``.
     loss_fn: per-example ``(model, params, x, key, *, kl_weight) -> (loss, aux)``
       returning ``z_e`` and ``indices`` in aux (default: ``losses.vqvae_loss``).
@@ -109,7 +110,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   model = vq_config.make_vqvae(config)
   if datasets is None:
     datasets = train.load_datasets(config)
-  _check_datasets(datasets, model.image_shape)
+  _check_datasets(datasets, model.image_shape, config.data.mode)
   loop.write_config(config, workdir)
 
   keys = train.RunKeys.from_seed(config.seed)
@@ -192,7 +193,7 @@ def train_prior(config, workdir: str | Path, *, datasets: dict[str, data_lib.Spl
   prior = vq_config.make_prior(config, vq_model)
   if datasets is None:
     datasets = train.load_datasets(vq_run.config)
-  _check_datasets(datasets, vq_model.image_shape)
+  _check_datasets(datasets, vq_model.image_shape, vq_run.config.data.mode)
   train_labels = _labels(datasets["train"], prior, "train")
   val_labels = _labels(datasets["validation"], prior, "validation")
   loop.write_config(config, workdir)
@@ -239,7 +240,7 @@ def sample_images(vq_model, vq_params, prior, prior_params, key: jax.Array, num_
   return images, codes
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
+@compilation.jit(static_argnames=("model",))
 def _decode_mean(model, params, codes):
   return model.apply({"params": params}, codes, method=lambda m, c: m.mean_image(m.decode_codes(c)))
 

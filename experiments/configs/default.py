@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.hidden_sizes = ((200, 200),)  # deterministic widths per stochastic layer
   config.model.activation = "tanh"
   config.model.conv_features = (32, 64)
+  config.model.conv_implementation = "auto"  # auto | patches | xla (vae_jax/layers.py)
   config.model.likelihood = "bernoulli"  # bernoulli | gaussian_fixed | gaussian_shared | gaussian_pixel
   config.model.fixed_log_sigma = 0.0
   config.model.init_output_bias = True   # decoder bias = logit of the mean training image (Burda et al.)
@@ -58,6 +59,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 10
   config.keep_checkpoints = 2
   config.progress = True                 # progress bar with ETA
+  config.num_devices = 0                 # data-parallel over this many devices (0 = all)
+  # Non-finite numbers: by default a NaN / inf loss or gradient stops the run (step and term named).
+  config.skip_nonfinite_updates = False  # True: skip such updates instead (counted in train_skipped_updates)
+  config.skip_threshold = 0.0            # > 0: also skip updates whose gradient norm exceeds it (VDVAE); 0 = off
+  config.debug_nans = False              # jax_debug_nans: raise at the first op that makes a NaN (slow)
 
   # experiments.evaluate defaults
   config.eval = ml_collections.ConfigDict()

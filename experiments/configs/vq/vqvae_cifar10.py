@@ -1,7 +1,7 @@
 """VQ-VAE on CIFAR-10 with the paper's settings (van den Oord et al. 2017, Sec. 4.1): 4.67 bits/dim published.
 
-    python -m experiments.train_vqvae --config experiments/configs/vqvae_cifar10.py --workdir runs/vqvae_cifar10
-    python -m experiments.train_prior --config experiments/configs/prior_cifar10.py \
+    python -m experiments.train_vqvae --config experiments/configs/vq/vqvae_cifar10.py --workdir runs/vqvae_cifar10
+    python -m experiments.train_prior --config experiments/configs/vq/prior_cifar10.py \
         --config.vqvae_workdir=runs/vqvae_cifar10 --workdir runs/prior_cifar10
     python -m experiments.evaluate_vqvae --workdir runs/prior_cifar10
 
@@ -14,7 +14,7 @@ with internet) and a GPU: not run here; its code path is tested with
 ``tfds.testing.mock_data``.
 """
 
-from experiments.configs import vqvae_mnist
+from experiments.configs.vq import vqvae_mnist
 
 
 def get_config():

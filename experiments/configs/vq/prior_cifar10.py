@@ -1,6 +1,6 @@
 """Class-conditional gated PixelCNN prior on the 8x8 codes (K = 512) of ``vqvae_cifar10.py``.
 
-    python -m experiments.train_prior --config experiments/configs/prior_cifar10.py \
+    python -m experiments.train_prior --config experiments/configs/vq/prior_cifar10.py \
         --config.vqvae_workdir=runs/vqvae_cifar10 --workdir runs/prior_cifar10
     python -m experiments.sample --workdir runs/prior_cifar10 --label 3
 
@@ -9,7 +9,7 @@ dataset and a GPU). Set ``model.num_classes=0`` for an unconditional prior,
 which is what the bits/dim bound of the paper compares with.
 """
 
-from experiments.configs import prior_mnist
+from experiments.configs.vq import prior_mnist
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Gated PixelCNN prior on the 7x7 code grids of a trained VQ-VAE (second stage).
 
-    python -m experiments.train_prior --config experiments/configs/prior_mnist.py \
+    python -m experiments.train_prior --config experiments/configs/vq/prior_mnist.py \
         --config.vqvae_workdir=runs/vqvae_mnist --workdir runs/prior_mnist
     python -m experiments.evaluate_vqvae --workdir runs/prior_mnist     # bound in nats and bits/dim
     python -m experiments.sample --workdir runs/prior_mnist             # 64 samples -> PNG, timed

@@ -1,6 +1,6 @@
 """The same VQ-VAE with the codebook learned by the codebook loss and no dead-code restarts (the ablation).
 
-    python -m experiments.train_vqvae --config experiments/configs/vqvae_mnist_no_ema.py \
+    python -m experiments.train_vqvae --config experiments/configs/vq/vqvae_mnist_no_ema.py \
         --workdir runs/vqvae_mnist_no_ema
     python -m experiments.evaluate_vqvae --workdir runs/vqvae_mnist_no_ema
 
@@ -9,7 +9,7 @@ perplexity, next to those of ``vqvae_mnist.py``, are in README's results table:
 what EMA and restarts fix.
 """
 
-from experiments.configs import vqvae_mnist
+from experiments.configs.vq import vqvae_mnist
 
 
 def get_config():

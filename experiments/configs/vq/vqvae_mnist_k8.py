@@ -1,7 +1,7 @@
 """A low-rate VQ-VAE on static binarized MNIST: the same network with K = 8 codes on the 7x7 grid.
 
-    python -m experiments.train_vqvae --config experiments/configs/vqvae_mnist_k8.py --workdir runs/vqvae_mnist_k8
-    python -m experiments.train_prior --config experiments/configs/prior_mnist.py \
+    python -m experiments.train_vqvae --config experiments/configs/vq/vqvae_mnist_k8.py --workdir runs/vqvae_mnist_k8
+    python -m experiments.train_prior --config experiments/configs/vq/prior_mnist.py \
         --config.vqvae_workdir=runs/vqvae_mnist_k8 --workdir runs/prior_mnist_k8
     python -m experiments.evaluate_vqvae --workdir runs/prior_mnist_k8
 
@@ -12,7 +12,7 @@ prior more nats than it saves in reconstruction. Fewer codes lower the rate.
 Measured figures are in README's results table.
 """
 
-from experiments.configs import vqvae_mnist
+from experiments.configs.vq import vqvae_mnist
 
 
 def get_config():

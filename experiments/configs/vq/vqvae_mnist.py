@@ -1,7 +1,7 @@
 """VQ-VAE on static binarized MNIST: 7x7 grid of K = 64 codes (D = 16), EMA codebook with dead-code restarts.
 
-    python -m experiments.train_vqvae --config experiments/configs/vqvae_mnist.py --workdir runs/vqvae_mnist
-    python -m experiments.train_prior --config experiments/configs/prior_mnist.py \
+    python -m experiments.train_vqvae --config experiments/configs/vq/vqvae_mnist.py --workdir runs/vqvae_mnist
+    python -m experiments.train_prior --config experiments/configs/vq/prior_mnist.py \
         --config.vqvae_workdir=runs/vqvae_mnist --workdir runs/prior_mnist
     python -m experiments.evaluate_vqvae --workdir runs/prior_mnist
     python -m experiments.sample --workdir runs/prior_mnist
