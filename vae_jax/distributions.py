@@ -55,7 +55,7 @@ def kl_gaussian_standard_normal(mean: jax.Array, logvar: jax.Array,
 
   KL = 1/2 sum(mean^2 + exp(logvar) - 1 - logvar) (Kingma & Welling 2014, App. B).
   """
-  kl = 0.5 * (jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar)
+  kl = 0.5 * (jnp.square(mean) + jnp.expm1(logvar) - logvar)  # expm1: exact near logvar = 0
   return _sum_event(kl, event_ndim)
 
 
