@@ -332,3 +332,16 @@ def test_cifar10_config_trains_on_mock_data_with_a_discrete_likelihood(tmp_path)
   np.testing.assert_array_equal(state.codebook_stats.embed_sum, init["quantizer"]["codebook"])  # unused
   assert np.isfinite(last["val_recon"]) and last["val_uniform_bits_per_dim"] > 0
   assert last["val_uniform_bound"] == pytest.approx(last["val_recon"] + 64 * math.log(8))
+
+
+def test_vqvae_runs_are_bit_identical_for_a_seed_and_differ_across_seeds(trained, tmp_path):
+  """Issue 6's determinism, for the VQ-VAE stage (EMA codebook and restarts in the step)."""
+  timing = ("seconds", "examples_per_s")
+  untimed = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]
+  again, _ = vq_train.train_and_evaluate(tiny_vq_config(), tmp_path / "same", datasets=trained.data)
+  for a, b in zip(jax.tree.leaves(trained.vq_state), jax.tree.leaves(again)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert untimed(read_metrics(tmp_path / "same")) == untimed(read_metrics(trained.root / "vq"))
+  other, _ = vq_train.train_and_evaluate(tiny_vq_config(seed=1), tmp_path / "other", datasets=trained.data)
+  assert any(not np.array_equal(np.asarray(a), np.asarray(b))
+             for a, b in zip(jax.tree.leaves(trained.vq_state.params), jax.tree.leaves(other.params)))
