@@ -131,3 +131,42 @@ def make_loss(loss_config) -> LossFn:
                              corruption_level=float(loss_config.get("corruption_level", 0.0)))
   raise ValueError(f"config.loss.name={loss_config.name!r} is not a known loss; "
                    f"choose one of {sorted(LOSSES)}")
+
+
+# -- VQ-VAE (van den Oord et al. 2017) ------------------------------------------
+
+def vqvae_loss(model, params, x: jax.Array, key: jax.Array, *, kl_weight=1.0, beta: float = 0.25,
+               ema: bool = False):
+  """VQ-VAE objective for one example (van den Oord et al. 2017, eq. 3).
+
+  loss = -log p(x | z_q(x)) + ||sg(z_e(x)) - e||^2 + beta ||z_e(x) - sg(e)||^2,
+  the two quantizer terms summed over the latent grid and code dimensions.
+  With an EMA codebook (``ema=True``) the codebook term is left out: the codes
+  follow the EMA update instead. The encoder is deterministic, so ``key`` is
+  unused and ``kl_weight`` has no role; both keep the common signature.
+
+  Returns:
+    (loss, aux): aux holds the scalars ``recon`` (-log p(x|z_q), nats),
+    ``codebook_loss``, ``commitment_loss`` (unweighted), and the arrays the
+    trainer needs for the codebook update: ``z_e`` [h, w, D], ``indices`` [h, w].
+  """
+  del key, kl_weight
+  t = model.apply({"params": params}, x)
+  recon = -t["log_px_z"]
+  loss = recon + beta * t["commitment_loss"]
+  if not ema:
+    loss = loss + t["codebook_loss"]
+  return loss, dict(recon=recon, codebook_loss=t["codebook_loss"],
+                    commitment_loss=t["commitment_loss"], z_e=t["z_e"], indices=t["indices"])
+
+
+def prior_nll_loss(model, params, codes: jax.Array, key: jax.Array, *, kl_weight=1.0,
+                   label: jax.Array | None = None):
+  """-log p(codes) of one code grid [h, w] under an autoregressive prior, in nats.
+
+  Returns:
+    (loss, aux) with aux = {nll, nats_per_code}.
+  """
+  del key, kl_weight
+  log_p = model.apply({"params": params}, codes, label, method=model.log_prob)
+  return -log_p, dict(nll=-log_p, nats_per_code=-log_p / codes.size)

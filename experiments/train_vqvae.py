@@ -1,0 +1,30 @@
+"""Train a VQ-VAE: python -m experiments.train_vqvae --config experiments/configs/vq/vqvae_mnist.py --workdir DIR
+
+Any field can be overridden: --config.num_epochs=5 --config.vq.ema=False.
+Rerunning with the same workdir resumes from its newest checkpoint.
+"""
+
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from vae_jax import vq_train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", "experiments/configs/vq/vqvae_mnist.py", "VQ-VAE config file.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.", required=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
+  logging.getLogger("vae_jax").setLevel(logging.INFO)
+  _, metrics = vq_train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,243 @@
+"""VQ-VAE evaluation: reconstruction NLL, the likelihood bound with a prior, codebook usage; loading workdirs.
+
+The encoder is deterministic and q(z|x) is one-hot on z_q(x), so
+KL(q || p) = -log p(z_q(x)) and
+
+    -log p(x) <= -log p(x | z_q(x)) - log p_prior(z_q(x))
+
+in nats per image (and bits/dim: divided by the number of pixels times log 2;
+the data are discrete, see ``vqvae``). With a uniform prior the second term
+is h * w * log K: the ``uniform_bound`` every learned prior must beat.
+Codebook usage on the evaluated images: ``perplexity`` = exp(entropy of the
+code frequencies), ``codes_used`` = the fraction of the K codes assigned at
+least once, ``dead_codes`` = those never assigned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vae_jax import compilation
+from vae_jax import checkpointing
+from vae_jax import config as config_lib
+from vae_jax import data as data_lib
+from vae_jax import pixelcnn
+from vae_jax import quantization as vq
+from vae_jax import train
+from vae_jax import vq_config
+from vae_jax import vqvae
+
+CheckpointError = checkpointing.CheckpointError
+PRIOR_SOURCE = "vqvae.json"  # in a prior workdir: which VQ-VAE checkpoint its codes came from
+
+
+def _pad(a: np.ndarray, size: int) -> np.ndarray:
+  if a.shape[0] == size:
+    return a
+  return np.concatenate([a, np.zeros((size - a.shape[0],) + a.shape[1:], a.dtype)])
+
+
+def _batches(n: int, batch_size: int):
+  for start in range(0, n, batch_size):
+    yield start, min(batch_size, n - start)
+
+
+@compilation.jit(static_argnames=("model", "mode"))
+def _vq_batch(model, params, raw, index, key, *, mode):
+  def one(r, i):
+    x = vqvae.model_input(r, jax.random.fold_in(key, i), mode, model.likelihood)
+    t = model.apply({"params": params}, x)
+    return t["indices"], t["log_px_z"]
+  return jax.vmap(one)(raw, index)
+
+
+def encode(model: vqvae.VQVAE, params, images: np.ndarray, *, mode: str, key: jax.Array,
+           batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+  """Codes and log p(x | z_q(x)) of uint8 ``images`` [N, H, W, C] -> (int32 [N, h, w], [N]).
+
+  Image i's input noise (dynamic binarization) comes from ``fold_in(key, i)``,
+  so results do not depend on the batch size.
+  """
+  n = images.shape[0]
+  codes, log_px = [], []
+  for start, m in _batches(n, batch_size):
+    raw = jnp.asarray(_pad(np.asarray(images[start:start + m]), batch_size))
+    index = jnp.arange(start, start + batch_size)
+    c, lp = jax.device_get(_vq_batch(model, params, raw, index, key, mode=mode))
+    codes.append(c[:m])
+    log_px.append(lp[:m])
+  return np.concatenate(codes).astype(np.int32), np.concatenate(log_px).astype(np.float64)
+
+
+@compilation.jit(static_argnames=("prior",))
+def _prior_batch(prior, params, codes, labels):
+  return prior.apply({"params": params}, codes, labels, method=prior.log_prob)
+
+
+def prior_log_prob(prior: pixelcnn.GatedPixelCNN, params, codes: np.ndarray,
+                   labels: np.ndarray | None = None, *, batch_size: int = 500) -> np.ndarray:
+  """log p(z) of code grids int [N, h, w] (labels [N] for a class-conditional prior) -> [N] nats."""
+  prior.check_codes(np.asarray(codes))
+  if prior.num_classes and labels is None:
+    raise data_lib.DataError(f"this prior is conditioned on {prior.num_classes} classes: "
+                             "the images need labels")
+  out = []
+  for start, m in _batches(codes.shape[0], batch_size):
+    c = jnp.asarray(_pad(codes[start:start + m], batch_size))
+    lab = None if not prior.num_classes else jnp.asarray(_pad(labels[start:start + m], batch_size))
+    out.append(np.asarray(_prior_batch(prior, params, c, lab))[:m])
+  return np.concatenate(out).astype(np.float64)
+
+
+def codebook_usage(codes: np.ndarray, num_codes: int) -> dict:
+  counts = np.bincount(np.asarray(codes).reshape(-1), minlength=num_codes)
+  used = int(np.sum(counts > 0))
+  return dict(perplexity=float(vq.perplexity(jnp.asarray(counts, jnp.float32))),
+              codes_used=used / num_codes, num_codes_used=used, dead_codes=num_codes - used)
+
+
+def evaluate(model: vqvae.VQVAE, params, images: np.ndarray, *, mode: str, key: jax.Array,
+             batch_size: int = 500, prior: pixelcnn.GatedPixelCNN | None = None, prior_params=None,
+             labels: np.ndarray | None = None) -> dict:
+  """Metrics of a VQ-VAE (and, given one, its prior) on uint8 ``images`` [N, H, W, C].
+
+  Returns a dict of floats, nats per image averaged over the images:
+    recon: -log p(x | z_q(x));
+    uniform_bound, uniform_bits_per_dim: recon + h w log K;
+    perplexity, codes_used, num_codes_used, dead_codes: codebook usage on these images;
+    with a prior: prior_nll = -log p(z_q(x)), bound = recon + prior_nll, bits_per_dim.
+  """
+  codes, log_px = encode(model, params, images, mode=mode, key=key, batch_size=batch_size)
+  num_dims = model.num_pixels
+  to_bpd = lambda nats: float(nats / (num_dims * math.log(2.0)))
+  recon = float(-np.mean(log_px))
+  h, w = model.grid_shape
+  uniform = recon + h * w * math.log(model.num_codes)
+  out = dict(recon=recon, uniform_bound=uniform, uniform_bits_per_dim=to_bpd(uniform),
+             **codebook_usage(codes, model.num_codes), num_images=int(images.shape[0]))
+  if prior is not None:
+    if (prior.num_codes, tuple(prior.grid_shape)) != (model.num_codes, tuple(model.grid_shape)):
+      raise data_lib.DataError(
+          f"the prior models {prior.grid_shape[0]}x{prior.grid_shape[1]} grids of K = "
+          f"{prior.num_codes} codes; this VQ-VAE makes {h}x{w} grids of K = {model.num_codes}")
+    prior_nll = float(-np.mean(prior_log_prob(prior, prior_params, codes, labels,
+                                              batch_size=batch_size)))
+    out.update(prior_nll=prior_nll, bound=recon + prior_nll, bits_per_dim=to_bpd(recon + prior_nll))
+  return out
+
+
+# -- workdirs ---------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  workdir: Path
+  config: object
+  model: object
+  params: object
+  epoch: int
+  step: int
+
+
+def fingerprint(params) -> str:
+  """A short hash of every parameter (names, shapes, bytes): which VQ-VAE a prior was fitted to."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
+    a = np.ascontiguousarray(np.asarray(leaf))
+    digest.update(jax.tree_util.keystr(path).encode())
+    digest.update(f"{a.dtype}{a.shape}".encode())
+    digest.update(a.tobytes())
+  return digest.hexdigest()[:16]
+
+
+def _restore(workdir: Path, config, template):
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
+  try:
+    epoch, state = ckpt.restore_latest(template)
+  finally:
+    ckpt.close()
+  if state is None:
+    raise CheckpointError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
+  return epoch, state
+
+
+def _abstract(make_state):
+  """The state ``make_state()`` would build, as shapes and dtypes only (nothing is initialized)."""
+  return jax.eval_shape(make_state)
+
+
+def new_prior_state(model: pixelcnn.GatedPixelCNN, key: jax.Array, tx) -> train.TrainState:
+  params = pixelcnn.init_params(model, key)
+  return train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx)
+
+
+def _template_tx(config):
+  return config_lib.make_optimizer(config.optimizer, config_lib.make_schedule(config.optimizer, 1, 1))
+
+
+def load_vqvae(workdir: str | Path) -> Restored:
+  """The newest VQ-VAE checkpoint of a ``train_vqvae`` workdir."""
+  from vae_jax import vq_train  # noqa: PLC0415 (vq_train imports this module)
+  workdir = Path(workdir)
+  config = train.load_config(workdir)
+  if config.get("model", {}).get("name") != "vqvae":
+    raise config_lib.ConfigError(f"{workdir} is not a VQ-VAE workdir (its config.model.name is "
+                                 f"{config.get('model', {}).get('name')!r}, not 'vqvae')")
+  model = vq_config.make_vqvae(config)
+  tx = _template_tx(config)
+  template = _abstract(lambda: vq_train.create_train_state(model, jax.random.key(0), tx))
+  epoch, state = _restore(workdir, config, template)
+  return Restored(workdir, config, model, state.params, epoch, int(state.step))
+
+
+def prior_source(vq: Restored) -> dict:
+  """What a prior workdir records about the VQ-VAE whose codes it models."""
+  return dict(vqvae_workdir=str(vq.workdir.absolute()), epoch=vq.epoch, step=vq.step,
+              fingerprint=fingerprint(vq.params), num_codes=vq.model.num_codes,
+              grid_shape=list(vq.model.grid_shape))
+
+
+def check_prior_source(recorded: dict, vq: Restored, prior_workdir: Path) -> None:
+  """Raises CheckpointError unless the prior in ``prior_workdir`` was fitted to the codes of ``vq``."""
+  now = prior_source(vq)
+  if (recorded["num_codes"], list(recorded["grid_shape"])) != (now["num_codes"], now["grid_shape"]):
+    raise CheckpointError(
+        f"the prior in {prior_workdir} models {recorded['grid_shape'][0]}x{recorded['grid_shape'][1]} "
+        f"grids of K = {recorded['num_codes']} codes, but the VQ-VAE in {vq.workdir} makes "
+        f"{now['grid_shape'][0]}x{now['grid_shape'][1]} grids of K = {now['num_codes']}")
+  if recorded["fingerprint"] != now["fingerprint"]:
+    raise CheckpointError(
+        f"the prior in {prior_workdir} was fitted to the codes of another VQ-VAE checkpoint "
+        f"({recorded['vqvae_workdir']}, epoch {recorded['epoch']}, step {recorded['step']}, "
+        f"parameters {recorded['fingerprint']}); {vq.workdir} holds epoch {vq.epoch}, step "
+        f"{vq.step}, parameters {now['fingerprint']}. Retrain the prior on this VQ-VAE "
+        "(python -m experiments.train_prior --config.vqvae_workdir=...) in a new workdir.")
+
+
+def load_prior(workdir: str | Path, vqvae_workdir: str | Path | None = None) -> tuple[Restored, Restored]:
+  """(prior, VQ-VAE) of a ``train_prior`` workdir, checked to belong together.
+
+  ``vqvae_workdir`` overrides the VQ-VAE workdir recorded in the prior's config.
+  """
+  workdir = Path(workdir)
+  config = train.load_config(workdir)
+  if config.get("model", {}).get("name") != "gated_pixelcnn":
+    raise config_lib.ConfigError(f"{workdir} is not a prior workdir (config.model.name is "
+                                 f"{config.get('model', {}).get('name')!r}, not 'gated_pixelcnn')")
+  source_path = workdir / PRIOR_SOURCE
+  if not source_path.exists():
+    raise CheckpointError(f"{source_path} is missing: {workdir} does not say which VQ-VAE it models")
+  vq = load_vqvae(vqvae_workdir or config.vqvae_workdir)
+  check_prior_source(json.loads(source_path.read_text()), vq, workdir)
+  model = vq_config.make_prior(config, vq.model)
+  tx = _template_tx(config)
+  template = _abstract(lambda: new_prior_state(model, jax.random.key(0), tx))
+  epoch, state = _restore(workdir, config, template)
+  return Restored(workdir, config, model, state.params, epoch, int(state.step)), vq
