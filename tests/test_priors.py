@@ -1,6 +1,7 @@
 """Mixture and VampPrior priors, the Monte Carlo KL they need, and Tomczak & Welling's HVAE."""
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -259,7 +260,7 @@ def test_training_with_a_learned_prior_improves_the_validation_nll(tmp_path, ove
   cfg.loss.warmup_epochs = 1.0
   cfg.optimizer.learning_rate = 3e-3
   state, last = train.train_and_evaluate(cfg, tmp_path, datasets=synthetic())
-  rows = [__import__("json").loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert rows[-1]["train_elbo"] > rows[0]["train_elbo"] + 5
   assert np.isfinite(last["val_nll"]) and last["val_kl"] > 0
   assert last["val_elbo"] <= -last["val_nll"] + 1e-3  # the ELBO stays below the IWAE estimate
