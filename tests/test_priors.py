@@ -265,3 +265,19 @@ def test_training_with_a_learned_prior_improves_the_validation_nll(tmp_path, ove
   assert np.isfinite(last["val_nll"]) and last["val_kl"] > 0
   assert last["val_elbo"] <= -last["val_nll"] + 1e-3  # the ELBO stays below the IWAE estimate
   assert (tmp_path / "figures" / "samples.png").exists()
+
+
+def test_a_workdir_written_before_the_prior_fields_resumes_and_loads(tmp_path):
+  cfg = default.get_config()
+  saved = json.loads(cfg.to_json())
+  for name in train.ADDED_FIELDS:
+    section, field = name.split(".")
+    del saved[section][field]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  assert train._config_diff(saved, json.loads(cfg.to_json())) == []
+  loaded = train.load_config(tmp_path)
+  config_lib.validate(loaded)
+  assert loaded.model.prior == "standard" and loaded.model.kind == "vae"
+  cfg.model.prior, cfg.loss.analytic_kl = "vamp", False  # a real change is still refused
+  assert train._config_diff(saved, json.loads(cfg.to_json())) == [
+      "loss.analytic_kl: True in the workdir, False now", "model.prior: '<missing>' in the workdir, 'vamp' now"]
