@@ -11,19 +11,7 @@ from vae_jax import data as data_lib
 from vae_jax import pixelcnn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiling_rng():
-  """Compile the RNG the pre-0.5 way (``jax_threefry_partitionable=False``) in this module.
-
-  The partitionable threefry (jax's default) makes XLA:CPU compile every
-  random draw several times slower (a tiny VQ-VAE's init: 10 s instead of 2 s
-  of compile); nothing here depends on the particular random bits, only on
-  reproducibility, which both modes give. Restored afterwards.
-  """
-  before = jax.config.jax_threefry_partitionable
-  jax.config.update("jax_threefry_partitionable", False)
-  yield
-  jax.config.update("jax_threefry_partitionable", before)
+pytestmark = pytest.mark.usefixtures("fast_compiling_rng")
 
 
 def prior(grid=(2, 2), k=3, **kw):

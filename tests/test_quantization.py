@@ -8,19 +8,7 @@ import pytest
 from vae_jax import quantization as vq
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiling_rng():
-  """Compile the RNG the pre-0.5 way (``jax_threefry_partitionable=False``) in this module.
-
-  The partitionable threefry (jax's default) makes XLA:CPU compile every
-  random draw several times slower (a tiny VQ-VAE's init: 10 s instead of 2 s
-  of compile); nothing here depends on the particular random bits, only on
-  reproducibility, which both modes give. Restored afterwards.
-  """
-  before = jax.config.jax_threefry_partitionable
-  jax.config.update("jax_threefry_partitionable", False)
-  yield
-  jax.config.update("jax_threefry_partitionable", before)
+pytestmark = pytest.mark.usefixtures("fast_compiling_rng")
 
 
 def numpy_nearest(z, codebook):
