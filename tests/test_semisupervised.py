@@ -63,24 +63,29 @@ def test_unlabelled_loss_is_the_expected_labelled_loss_minus_the_entropy(likelih
   model = ssl.M2(input_shape=input_shape, num_classes=num_classes, hidden_sizes=(7,),
                  latent_dim=latent, likelihood=likelihood)
   params = init_m2(model, jax.random.key(0))
-  x_key, loss_key = jax.random.split(jax.random.key(1))
-  x = (jax.random.bernoulli(x_key, 0.4, input_shape).astype(jnp.float32) if likelihood == "bernoulli"
-       else 2.0 * jax.random.normal(x_key, input_shape))
-  u, aux = jax.jit(lambda p, x, k: ssl.unlabelled_loss(model, p, x, k))(params, x, loss_key)
+  rng = np.random.default_rng(1)
+  x = (rng.random(input_shape) < 0.4 if likelihood == "bernoulli" else 2.0 * rng.normal(size=input_shape))
+  x, loss_key = jnp.asarray(x, jnp.float32), jax.random.key(1)
 
-  # Independent: per-class bounds in NumPy with class c's noise from split(key, C)[c], q(y|x) by scipy.
-  class_keys = jax.random.split(loss_key, num_classes)
-  noise = np.asarray(jax.vmap(lambda k: jax.random.normal(k, (latent,)))(class_keys))
-  bounds = np.array([_numpy_labelled_bound(params, x, c, noise[c], num_classes, likelihood)
+  @jax.jit  # one compile for everything the library computes here
+  def library(params, x, key):
+    u, aux = ssl.unlabelled_loss(model, params, x, key)
+    class_keys = jax.random.split(key, num_classes)  # class c's z noise comes from class_keys[c]
+    noise = jax.vmap(lambda k: jax.random.normal(k, (latent,)))(class_keys)
+    labelled = jax.vmap(lambda c, k: ssl.labelled_loss(model, params, x, c, k)[0])(
+        jnp.arange(num_classes), class_keys)
+    return u, aux["entropy"], noise, labelled, ssl.classification_loss(model, params, x, 2)
+
+  u, entropy_lib, noise, labelled, ce = library(params, x, loss_key)
+  # Independent: the per-class bounds in NumPy from the raw parameters, q(y|x) by scipy.
+  bounds = np.array([_numpy_labelled_bound(params, x, c, np.asarray(noise[c]), num_classes, likelihood)
                      for c in range(num_classes)])
   q = _numpy_q(params, x)
   entropy = -np.sum(q * np.log(q))
   np.testing.assert_allclose(float(u), np.sum(q * bounds) - entropy, rtol=1e-5)
-  np.testing.assert_allclose(float(aux["entropy"]), entropy, rtol=1e-5)
+  np.testing.assert_allclose(float(entropy_lib), entropy, rtol=1e-5)
   # ... and the library's labelled loss agrees with the NumPy bound class by class.
-  labelled = jax.jit(jax.vmap(lambda c, k: ssl.labelled_loss(model, params, x, c, k)[0]))
-  np.testing.assert_allclose(labelled(jnp.arange(num_classes), class_keys), bounds, rtol=1e-5)
-  ce = jax.jit(lambda x: ssl.classification_loss(model, params, x, 2))(x)
+  np.testing.assert_allclose(labelled, bounds, rtol=1e-5)
   np.testing.assert_allclose(float(ce), -np.log(q[2]), rtol=1e-5)
 
 

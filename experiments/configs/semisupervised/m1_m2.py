@@ -14,5 +14,6 @@ def get_config():
   config = m2.get_config()
   config.method = "m1_m2"
   config.m1_features = "sample"
+  config.optimizer.learning_rate = 1e-3
   config.num_epochs = 30
   return config
