@@ -20,7 +20,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
@@ -39,11 +38,6 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and res
 flags.DEFINE_string("results", "", "A JSON file collecting one row per (method, num_labelled, seed).")
 
 
-def subset_key(seed: int) -> jax.Array:
-  """The key of the labelled subset: a function of the seed alone (not of the method)."""
-  return jax.random.fold_in(jax.random.key(seed), 0x55)
-
-
 def run(config, workdir: Path) -> dict:
   ssl_config.validate(config)
   workdir = loop.prepare_workdir(config, workdir)
@@ -53,7 +47,7 @@ def run(config, workdir: Path) -> dict:
   splits = {s: data_lib.load_split(data_config, s) for s in ("train", "validation", "test")}
   labels = {s: ssl.check_labels(splits[s].labels, ssl_config.NUM_CLASSES, what=f"{config.data.name}/{s} labels")
             for s in splits}
-  picked = ssl.balanced_subset(labels["train"], config.num_labelled, subset_key(config.seed),
+  picked = ssl.balanced_subset(labels["train"], config.num_labelled, ssl.subset_key(config.seed),
                                ssl_config.NUM_CLASSES)
   loop.write_config(config, workdir)
   t0 = time.perf_counter()

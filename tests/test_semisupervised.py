@@ -93,12 +93,12 @@ def test_unlabelled_loss_is_the_expected_labelled_loss_minus_the_entropy(likelih
 
 def test_balanced_subset_is_balanced_and_reproducible_from_its_seed():
   labels = np.random.default_rng(0).choice(10, size=5000, p=np.linspace(1, 3, 10) / 20.0)
-  a = ssl.balanced_subset(labels, 100, jax.random.key(3), 10)
+  a = ssl.balanced_subset(labels, 100, ssl.subset_key(3), 10)
   assert len(np.unique(a)) == 100
   np.testing.assert_array_equal(np.bincount(labels[a], minlength=10), np.full(10, 10))
-  np.testing.assert_array_equal(a, ssl.balanced_subset(labels, 100, jax.random.key(3), 10))
-  assert not np.array_equal(a, ssl.balanced_subset(labels, 100, jax.random.key(4), 10))
-  big = ssl.balanced_subset(labels, 600, jax.random.key(3), 10)
+  np.testing.assert_array_equal(a, ssl.balanced_subset(labels, 100, ssl.subset_key(3), 10))
+  assert not np.array_equal(a, ssl.balanced_subset(labels, 100, ssl.subset_key(4), 10))
+  big = ssl.balanced_subset(labels, 600, ssl.subset_key(3), 10)
   np.testing.assert_array_equal(np.bincount(labels[big], minlength=10), np.full(10, 60))
   assert set(a) <= set(big)  # a larger subset from the same key extends the smaller one
 

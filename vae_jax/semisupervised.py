@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from pathlib import Path
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -35,7 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vae_jax import checkpointing
 from vae_jax import compilation
+from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import distributions as dist
 from vae_jax import models
@@ -65,6 +68,11 @@ def check_labels(labels, num_classes: int, *, what: str = "labels") -> np.ndarra
     raise DataError(f"{what} hold {int(np.sum(bad))} values out of range [0, {num_classes}) "
                     f"(e.g. {values[:5]}); expected class indices 0..{num_classes - 1}")
   return labels.astype(np.int32)
+
+
+def subset_key(seed: int) -> jax.Array:
+  """The key of the labelled subset: a function of the seed alone, so every method gets the same images."""
+  return jax.random.fold_in(jax.random.key(seed), 0x55)
 
 
 def balanced_subset(labels, num_labelled: int, key: jax.Array, num_classes: int) -> np.ndarray:
@@ -432,9 +440,6 @@ def fit_softmax_regression(features, labels, num_classes: int, *, l2: float = 1e
 
 def restore_vae(workdir) -> tuple[models.VAE, dict, object, int]:
   """(model, params, config, epoch) of the newest checkpoint of a VAE training workdir (M1)."""
-  from pathlib import Path
-  from vae_jax import checkpointing
-  from vae_jax import config as config_lib
   workdir = Path(workdir)
   config = train.load_config(workdir)
   model = config_lib.make_model(config)
