@@ -282,6 +282,22 @@ def _torch_nearest(z, codebook):
   return torch.argmin(d, dim=1)
 
 
+def torch_vq_loss(encoder, decoder, codebook, x, *, beta: float):
+  """(mean loss, encoder outputs [N, D] detached, their codes [N]) of a batch x [B, C, H, W]:
+  -log p(x|z_q) (Bernoulli) + beta ||z_e - sg(e)||^2 with the straight-through output (EMA codebook:
+  no codebook term)."""
+  import torch.nn.functional as F
+  z = encoder(x).permute(0, 2, 3, 1)  # [B, h, w, D]
+  flat = z.reshape(-1, z.shape[-1])
+  idx = _torch_nearest(flat.detach(), codebook)
+  z_q = codebook[idx].view_as(z)
+  st = z + (z_q - z).detach()
+  logits = decoder(st.permute(0, 3, 1, 2))
+  recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3))
+  commitment = (z - z_q.detach()).square().sum((1, 2, 3))
+  return (recon + beta * commitment).mean(), flat.detach(), idx
+
+
 def torch_train(config, model, params, images: np.ndarray, epochs: int, threads: int) -> dict:
   """Examples/s of steady epochs (after one warm-up) of the same VQ-VAE step written in PyTorch."""
   import torch
@@ -302,15 +318,7 @@ def torch_train(config, model, params, images: np.ndarray, epochs: int, threads:
   losses_ = []
 
   def loss_of(x):
-    z = encoder(x).permute(0, 2, 3, 1)  # [B, h, w, D]
-    flat = z.reshape(-1, d)
-    idx = _torch_nearest(flat.detach(), codebook)
-    z_q = codebook[idx].view_as(z)
-    st = z + (z_q - z).detach()
-    logits = decoder(st.permute(0, 3, 1, 2))
-    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3))
-    commitment = (z - z_q.detach()).square().sum((1, 2, 3))
-    return (recon + beta * commitment).mean(), flat.detach(), idx
+    return torch_vq_loss(encoder, decoder, codebook, x, beta=beta)
 
   def step(x):
     nonlocal codebook, count, embed_sum
