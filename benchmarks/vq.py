@@ -59,7 +59,6 @@ from experiments.configs.vq import vqvae_mnist
 from vae_jax import config as config_lib
 from vae_jax import loop
 from vae_jax import pixelcnn
-from vae_jax import quantization as vq
 from vae_jax import train
 from vae_jax import vq_config
 from vae_jax import vq_train
@@ -309,7 +308,7 @@ def torch_train(config, model, params, images: np.ndarray, epochs: int, threads:
   modules = torch.nn.ModuleList([encoder, decoder])
   o = config.optimizer
   opt = torch.optim.Adam(modules.parameters(), lr=o.learning_rate, betas=(o.b1, o.b2), eps=o.eps)
-  k, d = model.num_codes, model.code_dim
+  k = model.num_codes
   beta, decay, eps, threshold = config.vq.beta, config.vq.decay, config.vq.epsilon, config.vq.dead_threshold
   count, embed_sum = torch.ones(k), codebook.clone()
   data = torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32))  # NCHW
@@ -361,7 +360,7 @@ def _torch_pixelcnn(prior, params):
   from torch import nn
   import torch.nn.functional as F
 
-  f, k = prior.features, prior.kernel_size
+  k = prior.kernel_size
 
   def conv(layer, padding=0, mask=None):
     kernel = np.asarray(layer["kernel"])
