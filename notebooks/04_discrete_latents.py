@@ -31,9 +31,10 @@
 # 4. **sampling from the prior**: a gated PixelCNN fitted to the code grids
 #    (`vq_train.train_prior`), ancestral samples decoded to images, against codes drawn uniformly.
 #
-# Small default settings (narrow networks, a 4,000-image subset, a few epochs: about a minute on a
-# busy 2-core CPU); `FULL_RUN = True` trains the networks of `experiments/configs/vq/` on 20,000
-# images for longer (see the timing printed at the end).
+# Small default settings (narrow networks, a 2,000-image subset, a few epochs: about 70 s of CPU
+# time, most of it compilation; 1.5 to 5 minutes on a busy 2-core machine); `FULL_RUN = True`
+# trains the networks of `experiments/configs/vq/` on 10,000 images (about 6 minutes of CPU time;
+# 17 minutes on a busy 2-core machine), which made the figures in the README.
 
 # %%
 FULL_RUN = False
@@ -263,12 +264,13 @@ plt.show()
 # codes from a 28 x 28 image, $K = 64$ codes of dimension 16) trained by `vq_train.train_and_evaluate`
 # on static binarized MNIST, in two versions that differ only in how the codebook learns:
 #
-# * `vqvae_mnist.py`: the **EMA codebook** (decay 0.99) with **dead-code restarts**, both inside
-#   the jitted training step;
+# * `vqvae_mnist.py`: the **EMA codebook** with **dead-code restarts**, both inside the jitted
+#   training step;
 # * `vqvae_mnist_no_ema.py`: the paper's **codebook term** learned by gradient, no restarts.
 #
-# In the small setting the networks are narrower (16 channels, no residual blocks) and train for
-# a few epochs on a subset.
+# Both runs here are a few hundred steps long, so the usage averages forget faster than in the
+# configs (decay 0.9 instead of 0.99; a code is dead below 0.1 assignments per step). In the small
+# setting the networks are also narrower (16 channels, no residual blocks).
 
 # %%
 def shrink(config):
@@ -311,7 +313,9 @@ for i, (name, config) in enumerate(vq_configs.items()):
 # $\exp(-\sum_k p_k \log p_k)$ of the code frequencies $p_k$ is the number of equally used codes
 # with the same entropy ($K$ at best, 1 if one code takes everything); a *dead* code is one that no
 # validation image uses. The EMA codebook with restarts uses the whole codebook; the codebook
-# term alone leaves part of it dead and spreads the rest unevenly, and its reconstruction lags.
+# term alone leaves part of it dead and spreads the rest unevenly, and its reconstruction lags. In
+# the full run: 64 of 64 codes, perplexity 53.5, reconstruction 52.6 nats with EMA and restarts;
+# 35 of 64 codes (29 dead), perplexity 9.5, 84.3 nats with the codebook term.
 # (Which parameters each term moves in the full model, the codebook term only the codebook and the
 # commitment term only the encoder, is checked in `tests/test_vqvae.py`.)
 
@@ -396,8 +400,10 @@ print(f"validation bound -log p(x|z_q) - log p(z_q): {m['recon']:.1f} + {m['prio
 # To the eye the grids say little (with the EMA codebook and restarts even the blank background
 # is spread over many codes); the prior's log-probability tells them apart: its samples score
 # about as high as the grids of real images, while uniform codes score far lower, far below even
-# the $-49 \log K$ that a uniform prior gives every grid. Decoded, prior samples are
-# stroke-like digit shapes and uniform codes are scattered fragments.
+# the $-49 \log K$ that a uniform prior gives every grid (full run: -100.8, -101.7 and -473.7 nats
+# against -203.8). Decoded, prior samples are stroke-like digit shapes and uniform codes are
+# scattered fragments. With the prior the bound on $-\log p(x)$ of validation images is 52.6 +
+# 98.5 = 151.1 nats in the full run, against 256.4 with the uniform prior.
 
 # %%
 fig, axes = plt.subplots(2, 3, figsize=(12, 6.2), gridspec_kw={"height_ratios": [1, 2]})
