@@ -27,8 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from vae_jax import checkpointing
-from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import plotting
 from vae_jax import train
@@ -43,19 +41,6 @@ flags.DEFINE_list("pair", ["0", "1"], "Interpolation: indices of the two test im
 flags.DEFINE_integer("steps", 12, "Interpolation: decoded points between (and at) the two ends.")
 flags.DEFINE_integer("label", 0, "Conditional models: the label the manifold is decoded with.")
 flags.DEFINE_integer("batch_size", 1000, "Images encoded per compiled batch.")
-
-
-def restore(workdir: Path):
-  """(config, model, params, epoch) of the newest checkpoint in ``workdir``."""
-  config = train.load_config(workdir)
-  model = config_lib.make_model(config)
-  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
-  template = train.create_train_state(model, jax.random.key(0), config_lib.make_optimizer(
-      config.optimizer, config_lib.make_schedule(config.optimizer, 1, 1)))
-  epoch, state = ckpt.restore_latest(template)
-  if state is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
-  return config, model, state.params, epoch
 
 
 def posterior_means(model, params, images, labels, key, mode, batch_size):
@@ -82,7 +67,7 @@ def main(argv):
   logging.getLogger("absl").setLevel(logging.WARNING)
   workdir = Path(FLAGS.workdir)
   out = Path(FLAGS.out) if FLAGS.out else workdir / "figures"
-  config, model, params, epoch = restore(workdir)
+  config, model, params, epoch = train.restore_workdir(workdir)
   if getattr(model, "kind", "vae") == "hvae":
     raise app.UsageError("latent maps draw z_1 of models.VAE; model.kind='hvae' is not supported")
   split = data_lib.load_split(config.data, FLAGS.split)
@@ -107,7 +92,9 @@ def main(argv):
     decoded = model.apply({"params": params}, jnp.asarray(z), method=model.decode, **kw)
     return np.asarray(model.apply({"params": params}, decoded, method=model.mean_image))
 
-  given = " given y" if model.num_classes else ""
+  def given(label):
+    return f", y = {label}" if model.num_classes else ""
+
   info = dict(workdir=str(workdir), epoch=epoch, split=FLAGS.split, num_images=n, latent_dim=dim,
               conditional=bool(model.num_classes), files=[])
   if dim == 2:
@@ -116,8 +103,8 @@ def main(argv):
                                 f"{n} {FLAGS.split} images, coloured by label")
     z = plotting.manifold_latents(FLAGS.grid)
     grid_images = decode(z.reshape(-1, 2), FLAGS.label)
-    title = (f"decoder means E[x | z{given}] on z = Phi^-1(u), u in [0.05, 0.95]^2 "
-             f"({FLAGS.grid} x {FLAGS.grid})" + (f", y = {FLAGS.label}" if model.num_classes else ""))
+    title = (f"decoder means E[x | z{given(FLAGS.label)}] on z = Phi^-1(u), u in [0.05, 0.95]^2 "
+             f"({FLAGS.grid} x {FLAGS.grid})")
     plotting.save_grid(grid_images, out / "manifold.png", ncols=FLAGS.grid, title=title)
     info["files"] += ["latent_scatter.png", "manifold.png"]
   else:
@@ -130,10 +117,11 @@ def main(argv):
     info["pca_explained_variance"] = [float(r) for r in ratio]
   a, b = pair
   line = plotting.interpolate(means[a], means[b], FLAGS.steps)
-  strip = decode(line, 0 if labels is None else int(labels[a]))
+  strip_label = 0 if labels is None else int(labels[a])
+  strip = decode(line, strip_label)
   strip = np.concatenate([inputs[a][None], strip, inputs[b][None]])
   plotting.save_grid(strip, out / "interpolation.png", ncols=len(strip),
-                     title=f"test images {a}, {b} (ends); E[x | z{given}] between their posterior means")
+                     title=f"test images {a}, {b} (ends); E[x | z{given(strip_label)}] between their posterior means")
   info["files"].append("interpolation.png")
   info["pair"] = pair
   (out / "latent_maps.json").write_text(json.dumps(info, indent=2))

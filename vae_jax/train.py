@@ -309,6 +309,23 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(tuplify(cfg))
 
 
+def restore_workdir(workdir: str | Path):
+  """(config, model, params, epoch) of the newest checkpoint in a training ``workdir``."""
+  workdir = Path(workdir)
+  config = load_config(workdir)
+  model = config_lib.make_model(config)
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
+  template = create_train_state(model, jax.random.key(0), config_lib.make_optimizer(
+      config.optimizer, config_lib.make_schedule(config.optimizer, 1, 1)))
+  try:
+    epoch, state = ckpt.restore_latest(template)
+  finally:
+    ckpt.close()
+  if state is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
+  return config, model, state.params, epoch
+
+
 def load_datasets(config) -> dict[str, data_lib.Split]:
   return {s: data_lib.load_split(config.data, s) for s in ("train", "validation")}
 
