@@ -234,6 +234,7 @@ def test_bad_labels_at_evaluation_and_in_the_model_are_named():
       "loss.analytic_kl": False}, r"config.model.num_classes=10 .*model.kind='vae'"),
     ({"data.name": "mnist", "data.mode": "dynamic", "model.prior": "conditional"},
      r"config.model.prior='conditional' .*needs labels"),
+    ({**CVAE, "model.prior": "vamp", "loss.analytic_kl": False}, r"config.model.num_classes=10 .*VampPrior"),
 ])
 def test_impossible_conditional_configs_are_named(overrides, field):
   with pytest.raises(config_lib.ConfigError, match=field):

@@ -285,6 +285,9 @@ def _validate_kind_and_prior(values: dict) -> None:
     if kind != "vae":
       _fail("model.num_classes", num_classes, f"class conditioning is built for model.kind='vae', "
             f"not {kind!r}: use 0")
+    if prior == "vamp":
+      _fail("model.num_classes", num_classes, "the VampPrior's pseudo-inputs have no labels: use "
+            "model.prior 'standard', 'mog' or 'conditional' with classes, or num_classes=0")
   if prior == "conditional" and not num_classes:
     _fail("model.prior", prior, "p(z | y) needs labels: set model.num_classes to their number")
   closed_form_prior = prior == "standard" or (prior == "conditional" and len(latent_dims) == 1)
