@@ -21,6 +21,34 @@ def _sum_event(x: jax.Array, event_ndim: int) -> jax.Array:
   return jnp.sum(x, axis=tuple(range(-event_ndim, 0)))
 
 
+def _flatten_event(x: jax.Array, event_ndim: int) -> jax.Array:
+  """``x`` with its last ``event_ndim`` axes merged into one.
+
+  A decoder's logits come out of a matmul as [..., pixels] and are reshaped to
+  the image; summing the per-pixel terms over the flat axis lets XLA:CPU undo
+  that reshape and fuse the likelihood with the matmul, about 10x cheaper than
+  over the image axes (``benchmarks/evaluation.py``).
+  """
+  return jnp.reshape(x, x.shape[:x.ndim - event_ndim] + (-1,))
+
+
+@jax.custom_jvp
+def softplus(x: jax.Array) -> jax.Array:
+  """log(1 + e^x) as ``max(x, 0) + log1p(exp(-|x|))``, with derivative sigmoid(x).
+
+  The values of ``jax.nn.softplus``, written with plain elementwise ops that
+  XLA:CPU fuses into the matmul producing the logits (``jax.nn.softplus``'s
+  ``logaddexp`` costs about 4x more there).
+  """
+  return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+@softplus.defjvp
+def _softplus_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  return softplus(x), jax.nn.sigmoid(x) * dx
+
+
 def gaussian_sample(key: jax.Array, mean: jax.Array, logvar: jax.Array,
                     sample_shape: tuple[int, ...] = ()) -> jax.Array:
   """Reparameterized draw z = mean + exp(logvar / 2) * eps, eps ~ N(0, I).
@@ -77,7 +105,9 @@ def bernoulli_log_prob(x: jax.Array, logits: jax.Array,
   Computed as ``x * l - softplus(l)``, which is exact for x in {0, 1}, finite
   for any finite logit, and the negative binary cross-entropy for x in [0, 1].
   """
-  lp = x * logits - jax.nn.softplus(logits)
+  if event_ndim > 1:  # flatten the event first: see _flatten_event
+    x, logits, event_ndim = _flatten_event(x, event_ndim), _flatten_event(logits, event_ndim), 1
+  lp = x * logits - softplus(logits)
   return _sum_event(lp, event_ndim)
 
 
