@@ -292,8 +292,8 @@ def _validate_kind_and_prior(values: dict) -> None:
     _fail("model.prior", prior, "p(z | y) needs labels: set model.num_classes to their number")
   closed_form_prior = prior == "standard" or (prior == "conditional" and len(latent_dims) == 1)
   if not closed_form_prior and loss_name == "elbo" and values["loss.analytic_kl"]:
-    _fail("loss.analytic_kl", True, f"the closed-form KL needs the standard or conditional prior "
-          f"(one layer), not {prior!r}; set it to False for a Monte Carlo KL")
+    _fail("loss.analytic_kl", True, f"the closed-form KL needs the standard prior (or, for one "
+          f"layer, the conditional prior), not {prior!r}; set it to False for a Monte Carlo KL")
   corruption = values["loss.corruption"]
   if corruption != "none" and loss_name != "autoencoder":
     _fail("loss.corruption", corruption, "input corruption is for the denoising autoencoder "
