@@ -87,6 +87,17 @@ def kl_gaussian_standard_normal(mean: jax.Array, logvar: jax.Array,
   return _sum_event(kl, event_ndim)
 
 
+def kl_gaussians(mean: jax.Array, logvar: jax.Array, prior_mean: jax.Array,
+                 prior_logvar: jax.Array, event_ndim: int = 1) -> jax.Array:
+  """Closed-form KL(N(mean, exp(logvar)) || N(prior_mean, exp(prior_logvar))), diagonal.
+
+  KL = 1/2 sum(logvar_p - logvar + (exp(logvar) + (mean - mean_p)^2) / exp(logvar_p) - 1).
+  """
+  kl = 0.5 * (prior_logvar - logvar + (jnp.exp(logvar) + jnp.square(mean - prior_mean))
+              * jnp.exp(-prior_logvar) - 1.0)
+  return _sum_event(kl, event_ndim)
+
+
 def bernoulli_log_prob(x: jax.Array, logits: jax.Array,
                        event_ndim: int = 3) -> jax.Array:
   """log Bernoulli(x; sigmoid(logits)) = x log s(l) + (1 - x) log s(-l).
