@@ -40,8 +40,8 @@ from vae_jax import imputation as imp  # noqa: E402
 from vae_jax import train  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("vae_workdir", None, "A trained VAE workdir (Bernoulli, one stochastic layer).",
-                    required=True)
+flags.DEFINE_string("vae_workdir", None, "A trained VAE workdir (Bernoulli, one stochastic layer).")
+flags.DEFINE_string("table", None, "Only print the markdown table of an existing OUT.json.")
 flags.DEFINE_string("classifier_workdir", "runs/classifier", "From experiments.train_classifier.")
 flags.DEFINE_integer("num_images", 1000, "First N test images (0 = all 10,000).")
 flags.DEFINE_integer("num_iters", 500, "Chain iterations (= decoder passes) per image.")
@@ -49,10 +49,11 @@ flags.DEFINE_integer("batch_size", 500, "Chains per device batch.")
 flags.DEFINE_integer("seed", 0, "Seed of the random mask and the chains.")
 flags.DEFINE_string("out", "results/imputation", "Output prefix: OUT.json, OUT.png, OUT_f1.png.")
 flags.DEFINE_integer("num_shown", 10, "Images per mask in the figure.")
+flags.DEFINE_float("warmup_fraction", 0.1, "mwg_warm: this fraction of the iterations are pseudo-Gibbs steps.")
 
 MASK_TITLES = {"top": "top half missing", "bottom": "bottom half missing",
                "centre": "central 7 rows missing", "random": "50% of pixels missing at random"}
-METHOD_TITLES = {"pseudo_gibbs": "pseudo-Gibbs", "mwg": "MwG"}
+METHOD_TITLES = {"pseudo_gibbs": "pseudo-Gibbs", "mwg": "MwG", "mwg_warm": "MwG after PG warm-up"}
 
 
 def load_vae(workdir: Path):
@@ -101,8 +102,8 @@ def save_figure(shown: dict, path: Path) -> None:
 def save_f1_figure(results: dict, path: Path) -> None:
   fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.4), sharey=False)
   for ax, (mask_name, r) in zip(np.atleast_1d(axes), results.items()):
-    for method, style in (("pseudo_gibbs", "-"), ("mwg", "--")):
-      for kind, colour in (("sample", "tab:blue"), ("average", "tab:orange")):
+    for method, colour in zip(r["methods"], ("tab:blue", "tab:red", "tab:green")):
+      for kind, style in (("average", "-"), ("sample", ":")):
         f1 = r["methods"][method]["f1"][kind]
         ax.plot(np.arange(1, len(f1) + 1), f1, style, color=colour,
                 label=f"{METHOD_TITLES[method]}, {kind}")
@@ -117,9 +118,36 @@ def save_f1_figure(results: dict, path: Path) -> None:
   plt.close(fig)
 
 
+def markdown_table(summary: dict) -> str:
+  """F1 of the imputed pixels (running-average imputation) at a few equal-cost budgets (iterations =
+  decoder passes), and at the last: F1 of the chain's sample, pixel accuracy, the classifier's accuracy."""
+  t_max = summary["num_iters"]
+  budgets = [t for t in (1, 10, 100, 1000, 10000) if t < t_max] + [t_max]
+  head = ("| mask | method | " + " | ".join(f"F1 @ {t}" for t in budgets)
+          + f" | F1 sample @ {t_max} | pixel accuracy | classifier accuracy | acceptance |")
+  lines = [head, "|" + "---|" * (head.count("|") - 1)]
+  for mask_name, r in summary["masks"].items():
+    base = r["mean_fill"]
+    lines.append(f"| {mask_name} | mean fill | " + " | ".join(f"{base['f1']:.3f}" for _ in budgets)
+                 + f" | | {base['accuracy']:.3f} | {base['classifier_accuracy']:.3f} | |")
+    for method, m in r["methods"].items():
+      warmup = m.get("warmup", 1)
+      accept = f"{np.mean(m['acceptance'][warmup:]):.3f}" if method != "pseudo_gibbs" else ""
+      lines.append(f"| {mask_name} | {METHOD_TITLES[method]} | "
+                   + " | ".join(f"{m['f1']['average'][t - 1]:.3f}" for t in budgets)
+                   + f" | {m['f1']['sample'][-1]:.3f} | {m['accuracy']['average'][-1]:.3f} | "
+                   f"{m['classifier_accuracy']['average']:.3f} | {accept} |")
+  return "\n".join(lines)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.table:
+    print(markdown_table(json.loads(Path(FLAGS.table).read_text())))
+    return
+  if not FLAGS.vae_workdir:
+    raise app.UsageError("--vae_workdir is required (or --table OUT.json)")
   logging.getLogger("absl").setLevel(logging.WARNING)
   t_start = time.perf_counter()
   vae_dir = Path(FLAGS.vae_workdir)
@@ -153,20 +181,24 @@ def main(argv):
                         "masked": _rgb_masked(images[show], missing[show]),
                         "mean fill": np.repeat(baseline[show], 3, -1)}
     chain_key = jax.random.fold_in(chain_root, m)  # the same chains' keys for both methods
-    for method in imp.METHODS:
+    warm = max(1, int(FLAGS.warmup_fraction * FLAGS.num_iters))
+    for method, kind, warmup in (("pseudo_gibbs", "pseudo_gibbs", 1), ("mwg", "mwg", 1),
+                                 ("mwg_warm", "mwg", warm)):
       t0 = time.perf_counter()
-      out = imp.impute(model, params, images, missing, chain_key, method=method, num_iters=FLAGS.num_iters,
-                       fill=pixel_means, batch_size=FLAGS.batch_size)
+      out = imp.impute(model, params, images, missing, chain_key, method=kind, num_iters=FLAGS.num_iters,
+                       fill=pixel_means, warmup=warmup, batch_size=FLAGS.batch_size)
       seconds = time.perf_counter() - t0
       average = (out["average"] >= 0.5).astype(np.float32)
       r["methods"][method] = dict(
-          **_metrics(out["counts"]), acceptance=out["acceptance"].round(4).tolist(), seconds=seconds,
+          **_metrics(out["counts"]), warmup=warmup, acceptance=out["acceptance"].round(4).tolist(),
+          seconds=seconds,
           classifier_accuracy=dict(sample=classify(out["image"]), average=classify(average)))
       shown[mask_name][METHOD_TITLES[method] + " (avg)"] = np.repeat(average[show], 3, -1)
       last = {k: r["methods"][method]["f1"][k][-1] for k in imp.IMPUTATIONS}
       print(f"{mask_name:7s} {method:12s} F1 last {last} acc(avg) "
             f"{r['methods'][method]['accuracy']['average'][-1]:.4f} clf {r['methods'][method]['classifier_accuracy']} "
-            f"accept {np.mean(out['acceptance'][1:]):.3f} ({seconds:.0f} s)", flush=True)
+            f"accept {np.mean(out['acceptance'][warmup:]) if warmup < FLAGS.num_iters else 1:.3f} "
+            f"({seconds:.0f} s)", flush=True)
     results[mask_name] = r
 
   out_path = Path(FLAGS.out)
@@ -178,6 +210,7 @@ def main(argv):
   out_path.with_suffix(".json").write_text(json.dumps(summary, indent=1))
   save_figure(shown, out_path.with_suffix(".png"))
   save_f1_figure(results, out_path.parent / (out_path.name + "_f1.png"))
+  print(markdown_table(summary))
   print(f"wrote {out_path.with_suffix('.json')}, {out_path.with_suffix('.png')} in "
         f"{summary['wall_seconds']:.0f} s")
 

@@ -95,6 +95,9 @@ def test_bad_mask_requests_and_inputs_are_refused_before_compute():
     imp.impute(TINY, {}, x, np.zeros((2, 2, 1), bool), jax.random.key(0), method="mwg", num_iters=2, fill=fill)
   with pytest.raises(imp.MaskError, match="shape"):
     imp.impute(TINY, {}, x, np.ones((2, 2), bool), jax.random.key(0), method="mwg", num_iters=2, fill=fill)
+  with pytest.raises(ValueError, match="warmup"):
+    imp.impute(TINY, {}, x, np.ones((2, 2, 1), bool), jax.random.key(0), method="mwg", num_iters=2, fill=fill,
+               warmup=3)
   with pytest.raises(ValueError, match="method"):
     imp.impute(TINY, {}, x, np.ones((2, 2, 1), bool), jax.random.key(0), method="gibbs", num_iters=2, fill=fill)
   with pytest.raises(imp.ModelError, match="likelihood"):
@@ -123,10 +126,11 @@ def _batch():
   return x, missing
 
 
-def _run(params, x, missing, method):
+def _run(params, x, missing, method, warmup=1):
   return jax.device_get(imp.impute_batch(TINY, params, jnp.asarray(x), jnp.asarray(missing), jax.random.key(7),
                                          jnp.asarray(0), method=method, num_iters=N_ITERS,
-                                         fill=jnp.asarray(FILL), trajectory=True))
+                                         fill=jnp.asarray(FILL), warmup=jnp.asarray(warmup),
+                                         trajectory=True))
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +139,8 @@ def chains(tiny_params):
   out = {m: _run(tiny_params, x, missing, m) for m in imp.METHODS}
   flipped = np.where(missing, 1.0 - x, x)
   out["mwg_flipped_truth"] = _run(tiny_params, flipped, missing, "mwg")
+  out["mwg_warmup_all"] = _run(tiny_params, x, missing, "mwg", warmup=N_ITERS)
+  out["mwg_warmup_half"] = _run(tiny_params, x, missing, "mwg", warmup=N_ITERS // 2)
   return x, missing, flipped, out
 
 
@@ -171,6 +177,15 @@ def test_mwg_first_step_equals_pseudo_gibbs_and_later_steps_reject_sometimes(cha
   assert mwg["accepted"][:, 0].all() and 0.05 < mwg["accepted"][2:, 1:].mean() < 0.95
   assert pg["accepted"].all()
   assert not np.array_equal(pg["images"], mwg["images"])
+
+
+def test_mwg_with_warmup_is_pseudo_gibbs_until_the_warmup_ends(chains):
+  _, _, _, out = chains
+  pg, all_, half = out["pseudo_gibbs"], out["mwg_warmup_all"], out["mwg_warmup_half"]
+  np.testing.assert_array_equal(all_["images"], pg["images"])
+  np.testing.assert_array_equal(all_["counts"], pg["counts"])
+  np.testing.assert_array_equal(half["images"][:, :N_ITERS // 2], pg["images"][:, :N_ITERS // 2])
+  assert half["accepted"][:, :N_ITERS // 2].all() and not half["accepted"][:, N_ITERS // 2:].all()
 
 
 def test_acceptance_ratio_matches_a_hand_computation(tiny_params):

@@ -25,7 +25,9 @@ Cost per iteration is the same for both: one encoder and one decoder pass (the
 chain keeps the decoder output of its current z, so the reverse weight needs no
 second decoder pass). The first Metropolis-within-Gibbs step always accepts
 (there is no current z yet), so it equals the first pseudo-Gibbs step under the
-same key.
+same key. With ``warmup = k`` the first k steps accept always, i.e. are
+pseudo-Gibbs steps: Metropolis-within-Gibbs started from pseudo-Gibbs's state
+(``warmup = num_iters`` is pseudo-Gibbs exactly), at the same cost.
 
 Keys: each image's key splits into (init, chain); iteration t uses
 ``fold_in(chain, t)`` split into (proposal, accept, pixels). Image i of a batch
@@ -185,11 +187,13 @@ def _confusion(pred: jax.Array, truth: jax.Array, missing: jax.Array) -> jax.Arr
 
 
 def impute_one(model, params, x: jax.Array, missing: jax.Array, key: jax.Array, *, method: str,
-               num_iters: int, fill: jax.Array, trajectory: bool = False) -> dict:
+               num_iters: int, fill: jax.Array, warmup: jax.Array | int = 1,
+               trajectory: bool = False) -> dict:
   """Runs one chain on one image x [H, W, C]; all iterations in one ``lax.scan``.
 
   x holds the truth at the missing pixels too; the chain never reads it there
   (it starts from x_m ~ Bernoulli(fill)): the truth enters the metrics only.
+  ``warmup`` (>= 1, "mwg" only): steps t < warmup accept always (pseudo-Gibbs steps).
 
   Returns:
     dict with ``image`` (the last completed image), ``average`` (running
@@ -214,7 +218,7 @@ def impute_one(model, params, x: jax.Array, missing: jax.Array, key: jax.Array, 
     if method == "mwg":
       log_rho = mwg_log_acceptance(model, params, x_t, z_t, logits_t, z_prop, logits_prop, mean, logvar)
       log_u = jnp.log(jax.random.uniform(accept_key))
-      accepted = (t == 0) | (log_u < log_rho)
+      accepted = (t < warmup) | (log_u < log_rho)
     else:
       log_rho, accepted = jnp.zeros(()), jnp.ones((), bool)
     z_new = jnp.where(accepted, z_prop, z_t)
@@ -242,17 +246,17 @@ def impute_one(model, params, x: jax.Array, missing: jax.Array, key: jax.Array, 
 @functools.partial(jax.jit, static_argnames=("model", "method", "num_iters", "trajectory"))
 def impute_batch(model, params, images: jax.Array, missing: jax.Array, key: jax.Array,
                  offset: jax.Array, *, method: str, num_iters: int, fill: jax.Array,
-                 trajectory: bool = False) -> dict:
+                 warmup: jax.Array | int = 1, trajectory: bool = False) -> dict:
   """``impute_one`` over a batch [B, H, W, C] (missing [B, H, W, C]); image i uses
   ``fold_in(key, offset + i)``. Returns impute_one's dict with a leading batch axis."""
   keys = jax.vmap(lambda i: jax.random.fold_in(key, offset + i))(jnp.arange(images.shape[0]))
   one = functools.partial(impute_one, model, params, method=method, num_iters=num_iters, fill=fill,
-                          trajectory=trajectory)
+                          warmup=warmup, trajectory=trajectory)
   return jax.vmap(one)(images, missing, keys)
 
 
 def impute(model, params, images, missing, key: jax.Array, *, method: str, num_iters: int,
-           fill, batch_size: int = 500, trajectory: bool = False) -> dict:
+           fill, warmup: int = 1, batch_size: int = 500, trajectory: bool = False) -> dict:
   """Imputes the missing pixels of binary images [N, H, W, C] with one chain per image.
 
   Checks model, mask, method and sizes before any compute (ModelError,
@@ -266,6 +270,7 @@ def impute(model, params, images, missing, key: jax.Array, *, method: str, num_i
     method: "pseudo_gibbs" or "mwg".
     num_iters: iterations (= decoder passes) per chain.
     fill: [H, W, C] probabilities of the initial random fill (e.g. training means).
+    warmup: "mwg": the first ``warmup`` steps are pseudo-Gibbs steps (1 = none but the first).
 
   Returns:
     dict of NumPy arrays: ``image`` and ``average`` [N, H, W, C], ``counts``
@@ -278,6 +283,8 @@ def impute(model, params, images, missing, key: jax.Array, *, method: str, num_i
     raise ValueError(f"method={method!r} is unknown; choose one of {METHODS}")
   if int(num_iters) < 1:
     raise ValueError(f"num_iters={num_iters} must be >= 1")
+  if not 1 <= int(warmup) <= int(num_iters):
+    raise ValueError(f"warmup={warmup} must be in [1, num_iters={num_iters}]")
   images = np.asarray(images, np.float32)
   if images.ndim != 4 or tuple(images.shape[1:]) != tuple(model.image_shape):
     raise ValueError(f"images have shape {images.shape}; expected [N, {', '.join(map(str, model.image_shape))}]")
@@ -292,7 +299,7 @@ def impute(model, params, images, missing, key: jax.Array, *, method: str, num_i
     outs.append(jax.device_get(impute_batch(
         model, params, jnp.asarray(images[start:stop]), jnp.asarray(missing[start:stop]), key,
         jnp.asarray(start), method=method, num_iters=int(num_iters), fill=jnp.asarray(fill),
-        trajectory=trajectory)))
+        warmup=jnp.asarray(int(warmup)), trajectory=trajectory)))
   cat = lambda name: np.concatenate([o[name] for o in outs])
   result = dict(image=cat("image"), average=cat("average"),
                 counts=np.sum([o["counts"].sum(0) for o in outs], axis=0),
