@@ -54,6 +54,7 @@ flags.DEFINE_float("warmup_fraction", 0.1, "mwg_warm: this fraction of the itera
 MASK_TITLES = {"top": "top half missing", "bottom": "bottom half missing",
                "centre": "central 7 rows missing", "random": "50% of pixels missing at random"}
 METHOD_TITLES = {"pseudo_gibbs": "pseudo-Gibbs", "mwg": "MwG", "mwg_warm": "MwG after PG warm-up"}
+SHORT_TITLES = {"pseudo_gibbs": "PG", "mwg": "MwG", "mwg_warm": "MwG + warm-up"}
 
 
 def load_vae(workdir: Path):
@@ -72,8 +73,8 @@ def load_vae(workdir: Path):
 def _metrics(counts) -> dict:
   """counts [T, 3, 4] -> {f1: {imputation: [T]}, accuracy: {...}}."""
   f1, acc = imp.f1_accuracy(counts)
-  return dict(f1={k: f1[:, i].round(5).tolist() for i, k in enumerate(imp.IMPUTATIONS)},
-              accuracy={k: acc[:, i].round(5).tolist() for i, k in enumerate(imp.IMPUTATIONS)})
+  return dict(f1={k: f1[:, i].round(4).tolist() for i, k in enumerate(imp.IMPUTATIONS)},
+              accuracy={k: acc[:, i].round(4).tolist() for i, k in enumerate(imp.IMPUTATIONS)})
 
 
 def _rgb_masked(images, missing):
@@ -85,7 +86,7 @@ def _rgb_masked(images, missing):
 
 def save_figure(shown: dict, path: Path) -> None:
   """One panel per mask; rows original / masked / mean fill / pseudo-Gibbs / MwG."""
-  fig, axes = plt.subplots(len(shown), 1, figsize=(9, 4.2 * len(shown)))
+  fig, axes = plt.subplots(len(shown), 1, figsize=(9, 4.6 * len(shown)))
   for ax, (mask_name, rows) in zip(np.atleast_1d(axes), shown.items()):
     grid = [np.concatenate(list(r), axis=1) for r in rows.values()]
     pad = np.ones((2,) + grid[0].shape[1:], np.float32)
@@ -193,7 +194,7 @@ def main(argv):
           **_metrics(out["counts"]), warmup=warmup, acceptance=out["acceptance"].round(4).tolist(),
           seconds=seconds,
           classifier_accuracy=dict(sample=classify(out["image"]), average=classify(average)))
-      shown[mask_name][METHOD_TITLES[method] + " (avg)"] = np.repeat(average[show], 3, -1)
+      shown[mask_name][SHORT_TITLES[method] + " (avg)"] = np.repeat(average[show], 3, -1)
       last = {k: r["methods"][method]["f1"][k][-1] for k in imp.IMPUTATIONS}
       print(f"{mask_name:7s} {method:12s} F1 last {last} acc(avg) "
             f"{r['methods'][method]['accuracy']['average'][-1]:.4f} clf {r['methods'][method]['classifier_accuracy']} "
@@ -207,7 +208,7 @@ def main(argv):
                  num_images=n, num_iters=FLAGS.num_iters, seed=FLAGS.seed, label_matching=match,
                  device=str(jax.devices()[0].device_kind), wall_seconds=time.perf_counter() - t_start,
                  masks=results)
-  out_path.with_suffix(".json").write_text(json.dumps(summary, indent=1))
+  out_path.with_suffix(".json").write_text(json.dumps(summary, separators=(",", ":")))
   save_figure(shown, out_path.with_suffix(".png"))
   save_f1_figure(results, out_path.parent / (out_path.name + "_f1.png"))
   print(markdown_table(summary))

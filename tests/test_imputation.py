@@ -67,6 +67,7 @@ def test_random_mask_has_the_fraction_per_image_and_follows_its_key():
   assert not np.array_equal(a[0], a[1])  # a fresh mask per image
   np.testing.assert_array_equal(a, imp.make_mask("random", (28, 28, 1), key=jax.random.key(0), num_images=5))
   assert not np.array_equal(a, imp.make_mask("random", (28, 28, 1), key=jax.random.key(1), num_images=5))
+  np.testing.assert_array_equal(a[:2], imp.make_mask("random", (28, 28, 1), key=jax.random.key(0), num_images=2))
   rgb = imp.make_mask("random", (4, 4, 3), key=jax.random.key(0), num_images=2, fraction=0.25)
   assert (rgb == rgb[..., :1]).all() and rgb[..., 0].reshape(2, -1).sum(1).tolist() == [4, 4]
 

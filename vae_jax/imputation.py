@@ -73,8 +73,9 @@ def make_mask(kind: str, image_shape, *, key: jax.Array | None = None, num_image
   Args:
     kind: "top" (rows [0, H/2) missing), "bottom" (rows [H/2, H)), "centre" (a
       band of ``band_rows`` central rows, default H // 4), "random" (per image,
-      exactly round(fraction * H * W) pixels chosen by ``key``; all channels of a
-      pixel together).
+      exactly round(fraction * H * W) pixels chosen by ``fold_in(key, i)`` for
+      image i, so the first images' masks do not depend on num_images; all
+      channels of a pixel together).
     image_shape: (H, W, C).
     key, num_images: "random" only: the key and the number of images.
     fraction: "random" only, in (0, 1).
@@ -107,7 +108,8 @@ def make_mask(kind: str, image_shape, *, key: jax.Array | None = None, num_image
   k = int(round(fraction * h * w))
   if not 1 <= k <= h * w:
     raise MaskError(f"fraction={fraction} of {h * w} pixels gives {k} missing; need at least 1")
-  u = jax.random.uniform(key, (int(num_images), h * w))
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(int(num_images)))
+  u = jax.vmap(lambda k: jax.random.uniform(k, (h * w,)))(keys)  # image i: fold_in(key, i)
   ranks = jnp.argsort(jnp.argsort(u, axis=1), axis=1)
   missing = np.asarray(ranks < k).reshape(int(num_images), h, w, 1)
   return np.broadcast_to(missing, (int(num_images), h, w, c)).copy()
