@@ -96,6 +96,7 @@ def save_figure(shown: dict, path: Path) -> None:
     ax.set_xticks([])
     ax.set_title(MASK_TITLES[mask_name], fontsize=10)
   fig.tight_layout()
+  fig.subplots_adjust(left=0.2)  # room for the row names
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
