@@ -96,6 +96,9 @@ def test_bad_mask_requests_and_inputs_are_refused_before_compute():
     imp.impute(TINY, {}, x, np.zeros((2, 2, 1), bool), jax.random.key(0), method="mwg", num_iters=2, fill=fill)
   with pytest.raises(imp.MaskError, match="shape"):
     imp.impute(TINY, {}, x, np.ones((2, 2), bool), jax.random.key(0), method="mwg", num_iters=2, fill=fill)
+  with pytest.raises(ValueError, match="binary"):
+    imp.impute(TINY, {}, x + 0.5, np.ones((2, 2, 1), bool), jax.random.key(0), method="mwg", num_iters=2,
+               fill=fill)
   with pytest.raises(ValueError, match="warmup"):
     imp.impute(TINY, {}, x, np.ones((2, 2, 1), bool), jax.random.key(0), method="mwg", num_iters=2, fill=fill,
                warmup=3)

@@ -290,6 +290,9 @@ def impute(model, params, images, missing, key: jax.Array, *, method: str, num_i
   images = np.asarray(images, np.float32)
   if images.ndim != 4 or tuple(images.shape[1:]) != tuple(model.image_shape):
     raise ValueError(f"images have shape {images.shape}; expected [N, {', '.join(map(str, model.image_shape))}]")
+  if not np.all((images == 0) | (images == 1)):
+    raise ValueError(f"images have values in [{images.min()}, {images.max()}]; imputation needs binary "
+                     "images in {0, 1} (static binarized data)")
   missing = check_mask(missing, images.shape)
   fill = np.asarray(fill, np.float32)
   if fill.shape != tuple(model.image_shape) or fill.min() < 0 or fill.max() > 1:
