@@ -36,6 +36,9 @@ _TRAINING_FIELDS = {
     "keep_checkpoints": _c.Int(1, 1000),
     "progress": _c.Bool(),
     "eval.batch_size": _c.Int(1),
+    "skip_nonfinite_updates": _c.Bool(),
+    "skip_threshold": _c.Float(0.0, 1e30),
+    "debug_nans": _c.Bool(),
 }
 
 # Every field of experiments/configs/vq/vqvae_mnist.py; unknown and missing fields are refused.
