@@ -6,13 +6,17 @@ and its kill-and-restart driver.
 """
 
 import functools
+from collections import Counter
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from experiments.configs.vq import vqvae_mnist
+from experiments.configs.vq import prior_mnist, vqvae_mnist
+from tests import test_config as tc
 from tests.test_reliability import compile_cache  # noqa: F401  (autouse: the module's XLA cache)
 from tests.test_reliability import kill_and_restart, leaves, truncate_files
 from tests.test_train import read_metrics
@@ -218,3 +222,154 @@ def test_vq_images_of_the_wrong_shape_or_range_are_named_before_training(tmp_pat
   with pytest.raises(data_lib.DataError, match=match):
     vq_train.train_and_evaluate(tiny_config(**overrides), tmp_path, datasets=data)
   assert not (tmp_path / "checkpoints").exists()
+
+
+# -- random invalid VQ-VAE and prior configs ---------------------------------------------------------
+# What experiments/configs/vq/{vqvae_mnist,prior_mnist}.py promise, written down here independently of
+# vae_jax.vq_config's field tables (the strategies for bad values are test_config's).
+M = 2**24
+TRAINING_INTS = {"seed": (0, 2**32 - 1), "batch_size": (1, M), "num_epochs": (1, M),
+                 "eval_every_epochs": (1, M), "checkpoint_every_epochs": (1, M), "keep_checkpoints": (1, 1000),
+                 "eval.batch_size": (1, M)}
+TRAINING_FLOATS = {"optimizer.learning_rate": (0, True, 10, False), "optimizer.b1": (0, False, 1, True),
+                   "optimizer.b2": (0, False, 1, True), "optimizer.eps": (0, True, 1, False),
+                   "optimizer.weight_decay": (0, False, 1e3, False),
+                   "optimizer.grad_clip_norm": (0, False, 1e12, False), "skip_threshold": (0, False, 1e30, False)}
+TRAINING_CHOICES = {"optimizer.name": ("adam", "adamw", "sgd"), "optimizer.schedule": ("constant", "cosine")}
+TRAINING_BOOLS = ("progress", "skip_nonfinite_updates", "debug_nans")
+VQ_SPEC = dict(
+    ints={**TRAINING_INTS, "data.binarize_seed": (0, 2**32 - 1), "model.num_codes": (2, 2**16),
+          "model.code_dim": (1, 2**16), "model.hidden": (1, 2**16), "model.residual_hidden": (1, 2**16),
+          "model.num_residual_blocks": (0, 64), "model.num_downsamples": (1, 2)},  # 28 = 7 * 2^2
+    floats={**TRAINING_FLOATS, "vq.beta": (0, False, 1e6, False), "vq.decay": (0, False, 1, True),
+            "vq.epsilon": (0, True, 1, False), "vq.dead_threshold": (0, False, 1e9, False)},
+    choices={**TRAINING_CHOICES, "data.name": ("binarized_mnist", "mnist", "fashion_mnist", "cifar10"),
+             "data.mode": ("static", "dynamic", "grey"), "model.name": ("vqvae",),
+             "model.likelihood": ("bernoulli", "categorical", "logistic")},
+    bools=TRAINING_BOOLS + ("data.download", "vq.ema", "vq.restart"), strs=("data.data_dir",))
+PRIOR_SPEC = dict(
+    ints={**TRAINING_INTS, "model.features": (1, 2**16), "model.num_layers": (1, 256),
+          "model.output_features": (1, 2**16), "model.num_classes": (0, 2**16)},
+    floats=TRAINING_FLOATS, choices={**TRAINING_CHOICES, "model.name": ("gated_pixelcnn",)},
+    bools=TRAINING_BOOLS, strs=())
+
+
+def vq_leaf_names(cfg, prefix=""):
+  for k, v in cfg.items():
+    if isinstance(v, dict):
+      yield from vq_leaf_names(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}"
+
+
+def spec_fields(spec, prior):
+  names = set(spec["ints"]) | set(spec["floats"]) | set(spec["choices"]) | set(spec["bools"]) | set(spec["strs"])
+  return names | ({"vqvae_workdir", "model.kernel_size"} if prior else set())
+
+
+@st.composite
+def invalid_vq_configs(draw, vq_dir):
+  """(config dict, kind, is_prior, fields the error may name): one thing wrong in a VQ config."""
+  prior = draw(st.booleans())
+  cfg = (prior_mnist if prior else vqvae_mnist).get_config().to_dict()
+  if prior:
+    cfg["vqvae_workdir"] = str(vq_dir)
+  spec = PRIOR_SPEC if prior else VQ_SPEC
+  kind = draw(st.sampled_from(["int", "float", "choice", "bool", "str", "unknown", "missing", "combination"]))
+
+  def put(field, value):
+    *path, leaf = field.split(".")
+    parent = cfg
+    for p in path:
+      parent = parent[p]
+    parent[leaf] = value
+    return field
+
+  if kind == "int":
+    field = draw(st.sampled_from(sorted(spec["ints"])))
+    return cfg, kind, prior, {put(field, draw(tc.bad_int(*spec["ints"][field])))}
+  if kind == "float":
+    field = draw(st.sampled_from(sorted(spec["floats"])))
+    return cfg, kind, prior, {put(field, draw(tc.bad_float(*spec["floats"][field])))}
+  if kind == "choice":
+    field = draw(st.sampled_from(sorted(spec["choices"])))
+    allowed = spec["choices"][field]
+    value = draw(st.one_of(st.text(max_size=12).filter(lambda s: s not in allowed), tc.ODD_OBJECTS,
+                           st.integers(), st.sampled_from([o.upper() for o in allowed])))
+    return cfg, kind, prior, {put(field, value)}
+  if kind == "bool":
+    field = draw(st.sampled_from(spec["bools"]))
+    return cfg, kind, prior, {put(field, draw(st.one_of(st.integers(0, 1), st.text(max_size=5), tc.ODD_OBJECTS)))}
+  if kind == "str":
+    field = "vqvae_workdir" if prior else "data.data_dir"
+    return cfg, kind, prior, {put(field, draw(st.one_of(st.integers(), st.booleans(), st.none())))}
+  if kind == "unknown":
+    section = draw(st.sampled_from([None, "model", "optimizer", "eval"] + ([] if prior else ["data", "vq"])))
+    leaf = draw(st.from_regex(r"[a-z][a-z_0-9]{0,12}", fullmatch=True))
+    field = leaf if section is None else f"{section}.{leaf}"
+    if field in spec_fields(spec, prior) or (section is None and leaf in cfg):
+      field += "_x"
+    put(field, draw(st.one_of(st.integers(), st.text(max_size=3), st.booleans())))
+    return cfg, kind, prior, {field}
+  if kind == "missing":
+    field = draw(st.sampled_from(sorted(spec_fields(spec, prior))))
+    *path, leaf = field.split(".")
+    parent = cfg
+    for p in path:
+      parent = parent[p]
+    del parent[leaf]
+    return cfg, kind, prior, {field}
+  if prior:  # combination: an even kernel, or a VQ-VAE workdir that holds no run
+    if draw(st.booleans()):
+      return cfg, kind, prior, {put("model.kernel_size", draw(st.integers(1, 31)) * 2)}
+    return cfg, kind, prior, {put("vqvae_workdir", str(vq_dir / draw(st.sampled_from(["none", "x/y"]))))}
+  combo = draw(st.sampled_from(["grey_bernoulli", "binary_not_static", "8bit_binary", "downsamples"]))
+  if combo == "grey_bernoulli":
+    put("data.name", draw(st.sampled_from(["mnist", "fashion_mnist"])))
+    put("model.likelihood", "bernoulli")
+    return cfg, kind, prior, {put("data.mode", "grey"), "model.likelihood"}
+  if combo == "binary_not_static":
+    return cfg, kind, prior, {put("data.mode", draw(st.sampled_from(["dynamic", "grey"]))), "model.likelihood"}
+  if combo == "8bit_binary":
+    put("data.mode", "static")
+    return cfg, kind, prior, {put("model.likelihood", draw(st.sampled_from(["categorical", "logistic"]))),
+                              "data.mode"}
+  return cfg, kind, prior, {put("model.num_downsamples", draw(st.integers(3, 6)))}
+
+
+def test_random_invalid_vq_configs_get_one_named_error_before_any_compute(tmp_path, monkeypatch):
+  """Every random invalid VQ-VAE or prior config -> ConfigError naming the field, before any data,
+  model, compile or workdir."""
+  def no_work(*a, **k):
+    raise AssertionError("work was done for an invalid config")
+
+  monkeypatch.setattr(train, "load_datasets", no_work)
+  monkeypatch.setattr(vq_config, "make_vqvae", no_work)
+  monkeypatch.setattr(vq_evaluate, "load_vqvae", no_work)
+  vq_dir = tmp_path / "vq"
+  vq_dir.mkdir()
+  (vq_dir / "config.json").write_text("{}")
+  workdir = tmp_path / "run"
+  tried = Counter()
+
+  @settings(max_examples=300, deadline=None, database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+  @given(invalid_vq_configs(vq_dir))
+  def check(case):
+    cfg, kind, prior, fields = case
+    with pytest.raises(vq_config.ConfigError) as err:
+      (vq_train.train_prior if prior else vq_train.train_and_evaluate)(ml_collections.ConfigDict(cfg), workdir)
+    assert any(f"config.{f}" in str(err.value) for f in fields), (kind, fields, str(err.value))
+    assert not workdir.exists()
+    tried[("prior " if prior else "vqvae ") + kind] += 1
+
+  check()
+  total = sum(tried.values())
+  print(f"\n{total} random invalid VQ configs, {total} named ConfigErrors: {dict(sorted(tried.items()))}")
+  assert total >= 250 and len(tried) == 16, tried
+
+
+def test_the_vq_property_test_covers_every_field():
+  assert set(vq_leaf_names(vqvae_mnist.get_config().to_dict())) == spec_fields(VQ_SPEC, False)
+  assert set(vq_leaf_names(prior_mnist.get_config().to_dict())) == spec_fields(PRIOR_SPEC, True)
+  assert set(vq_config.VQVAE_FIELDS) == spec_fields(VQ_SPEC, False)
