@@ -8,6 +8,7 @@ and its kill-and-restart driver.
 import functools
 from collections import Counter
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -20,10 +21,13 @@ from tests import test_config as tc
 from tests.test_reliability import compile_cache  # noqa: F401  (autouse: the module's XLA cache)
 from tests.test_reliability import kill_and_restart, leaves, truncate_files
 from tests.test_train import read_metrics
+from tests.test_vq_numerics import constant_params
 from vae_jax import checkpointing
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
+from vae_jax import loop
 from vae_jax import losses
+from vae_jax import pixelcnn
 from vae_jax import train
 from vae_jax import vq_config
 from vae_jax import vq_evaluate
@@ -36,9 +40,10 @@ N, BATCH = 128, 16
 
 
 def tiny_config(**overrides):
-  """The VQ-VAE config at its smallest: 4 channels, no residual blocks, K = 4 codes of D = 2."""
+  """The VQ-VAE config at its smallest: 4 channels, one downsampling, no residual blocks, K = 4 codes of D = 2."""
   cfg = vqvae_mnist.get_config()
   values = {"model.hidden": 4, "model.residual_hidden": 2, "model.num_residual_blocks": 0,
+            "model.num_downsamples": 1,
             "model.num_codes": 4, "model.code_dim": 2, "optimizer.schedule": "constant",
             "optimizer.learning_rate": 3e-3, "batch_size": BATCH, "num_epochs": 2, "eval_every_epochs": 2,
             "progress": False, "eval.batch_size": 64, "vq.decay": 0.9, "vq.dead_threshold": 0.1}
@@ -89,7 +94,7 @@ def test_a_skipped_vq_step_keeps_params_optimizer_and_codebook_statistics():
   state = vq_train.create_train_state(model, jax.random.key(0), tx)
   step = jax.jit(functools.partial(vq_train.train_step, model=model, loss_fn=poisoned_loss, mode="static",
                                    ema=True, decay=0.9, epsilon=1e-5, restart=True, dead_threshold=0.5,
-                                   skip_nonfinite=True))
+                                   skip_threshold=1e30))  # a NaN gradient norm is not <= any threshold
   images = jnp.asarray(marked_data()["train"].images)
   bad, good = images[MARKER - 2:MARKER + 2], images[8:12]
   for batch, skipped in ((bad, 1), (good, 0)):
@@ -102,7 +107,28 @@ def test_a_skipped_vq_step_keeps_params_optimizer_and_codebook_statistics():
       assert all(same) if skipped else not all(same), part
 
 
-def test_vq_trainer_skips_counts_stops_and_debugs_non_finite_steps(tmp_path):
+def test_a_skipped_prior_step_keeps_params_and_optimizer_state():
+  model = pixelcnn.GatedPixelCNN(num_codes=4, grid_shape=(3, 3), features=4, num_layers=1, output_features=4)
+  cfg = tiny_config()
+  tx = config_lib.make_optimizer(cfg.optimizer, config_lib.make_schedule(cfg.optimizer, 1, 1))
+  params = constant_params(model, jnp.zeros((3, 3), jnp.int32))  # no init to compile
+  state = train.TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params), tx=tx)
+
+  def poisoned_nll(model, params, codes, key, **kw):  # NaN for a grid of all 3s
+    loss, aux = losses.prior_nll_loss(model, params, codes, key, **kw)
+    return loss * jnp.where(jnp.all(codes == 3), jnp.nan, 1.0), aux
+
+  step = jax.jit(functools.partial(vq_train.prior_train_step, model=model, loss_fn=poisoned_nll,
+                                   skip_nonfinite=True))
+  good = jnp.arange(2 * 9, dtype=jnp.int32).reshape(2, 3, 3) % 3
+  for codes, skipped in ((good.at[1].set(3), 1), (good, 0)):
+    new, metrics = step(state, {"codes": codes}, jax.random.key(1))
+    assert int(metrics["skipped_updates"]) == skipped and int(new.step) == 1
+    same = [np.array_equal(a, b) for a, b in zip(leaves(state)[1:], leaves(new)[1:])]
+    assert all(same) if skipped else not all(same)
+
+
+def test_vq_trainer_skips_and_counts_non_finite_updates(tmp_path):
   # Skip mode: the marked image's batch is skipped once per epoch; the run finishes, finite.
   state, last = vq_train.train_and_evaluate(tiny_config(skip_nonfinite_updates=True), tmp_path / "skip",
                                             loss_fn=poisoned_loss, datasets=marked_data())
@@ -111,16 +137,41 @@ def test_vq_trainer_skips_counts_stops_and_debugs_non_finite_steps(tmp_path):
   assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["train_grad_norm"]) for r in rows)
   assert int(state.step) == 2 * N // BATCH and np.isfinite(last["val_recon"])
   assert all(np.all(np.isfinite(l)) for l in leaves(state))
-  # Stop mode (the default): the run stops at the poisoned step, naming it and the terms.
-  i = marked_batch(1)
-  with pytest.raises(train.NonFiniteError, match=rf"non-finite loss, gradient \(grad_norm\) at step {i} "
-                                                 rf"\(epoch 1, batch {i}\).*skip_nonfinite_updates"):
-    vq_train.train_and_evaluate(tiny_config(), tmp_path / "stop", loss_fn=poisoned_loss,
-                                datasets=marked_data())
-  assert not (tmp_path / "stop" / "checkpoints" / "1").exists()
-  # A threshold no gradient is under skips every update: the run says it is stuck.
-  with pytest.raises(train.NonFiniteError, match=r"all 8 updates of epoch 1 were skipped"):
-    vq_train.train_and_evaluate(tiny_config(skip_threshold=1e-30), tmp_path / "stuck", datasets=synthetic())
+
+
+class CountingState(flax.struct.PyTreeNode):
+  step: jax.Array
+
+
+def test_the_vq_loop_skips_or_stops_naming_the_step_and_term(tmp_path):
+  """``loop.fit`` (both VQ trainers) on scripted per-step metrics: a non-finite applied step stops the
+  run naming its global step and the terms; a skipped one is counted and left out of the means."""
+  n = 4  # 64 examples / batch 16
+  ok = dict(loss=np.ones(n), grad_norm=np.ones(n), perplexity=np.full(n, 2.0),
+            dead_codes=np.zeros(n, np.int32), skipped_updates=np.zeros(n, np.int32))
+
+  def fit(metrics, workdir, **overrides):
+    def epoch_fn(state, data, epoch, train_key, data_key):
+      return state.replace(step=state.step + n), {k: np.asarray(v) for k, v in metrics.items()}
+    return loop.fit(tiny_config(**overrides), workdir, state=CountingState(step=jnp.int32(0)),
+                    epoch_fn=epoch_fn, data=np.zeros((64, 1)), keys=train.RunKeys.from_seed(0),
+                    schedule=lambda step: 1e-3, validate=lambda state: {"recon": 1.0})
+
+  stops = [(dict(ok, perplexity=np.array([2, 2, np.nan, 2])), r"non-finite aux term 'perplexity' at step 2 "
+                                                              r"\(epoch 1, batch 2\)"),
+           (dict(ok, loss=np.array([1, np.inf, 1, 1]), grad_norm=np.array([1, np.nan, 1, 1])),
+            r"non-finite loss, gradient \(grad_norm\) at step 1 \(epoch 1, batch 1\).*the newest good "
+            r"checkpoint \(epoch 0\).*config.skip_nonfinite_updates.*config.debug_nans"),
+           (dict(ok, skipped_updates=np.ones(n, np.int32)), r"all 4 updates of epoch 1 were skipped")]
+  for i, (metrics, match) in enumerate(stops):
+    with pytest.raises(train.NonFiniteError, match=match):
+      fit(metrics, tmp_path / f"stop{i}")
+  skipped = dict(ok, loss=np.array([1, np.nan, 3, 2]), skipped_updates=np.array([0, 1, 0, 0], np.int32))
+  state, last = fit(skipped, tmp_path / "skip")
+  assert int(state.step) == 2 * n
+  rows = read_metrics(tmp_path / "skip")
+  assert [(r["train_skipped_updates"], r["train_loss"]) for r in rows] == [(1, 2.0), (1, 2.0)]
+  assert last["val_recon"] == 1.0 and last["train_perplexity"] == 2.0
 
 
 def test_vq_debug_nans_raises_at_the_op_with_step_and_epoch(tmp_path):
