@@ -53,8 +53,9 @@ def compile_cache(tmp_path_factory):
   cc.reset_cache()
 
 
-def marked_data():
-  data = synthetic()
+def marked_data(data=None):
+  """``data`` (default: synthetic()) with training image MARKER made all ones, the only such image."""
+  data = data or synthetic()
   images = data["train"].images.copy()
   images[MARKER] = 1
   assert np.sum(np.all(images == 1, axis=(1, 2, 3))) == 1

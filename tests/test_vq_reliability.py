@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from experiments.configs.vq import prior_mnist, vqvae_mnist
 from tests import test_config as tc
 from tests.test_reliability import compile_cache  # noqa: F401  (autouse: the module's XLA cache)
-from tests.test_reliability import kill_and_restart, leaves, truncate_files
+from tests.test_reliability import MARKER, kill_and_restart, leaves, truncate_files
+from tests.test_reliability import marked_data as _marked_data
 from tests.test_train import read_metrics
 from tests.test_vq_numerics import constant_params
 from vae_jax import checkpointing
@@ -35,7 +36,6 @@ from vae_jax import vq_train
 
 pytestmark = pytest.mark.usefixtures("fast_compiling_rng")
 
-MARKER = 5  # index of the one all-ones image in marked_data()
 N, BATCH = 128, 16
 
 
@@ -65,11 +65,7 @@ def synthetic(n=N, seed=0):
 
 
 def marked_data():
-  data = synthetic()
-  images = data["train"].images.copy()
-  images[MARKER] = 1
-  assert np.sum(np.all(images == 1, axis=(1, 2, 3))) == 1
-  return dict(data, train=data_lib.Split(images, None))
+  return _marked_data(synthetic())
 
 
 def poisoned_loss(model, params, x, key, **kw):
