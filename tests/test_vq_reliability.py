@@ -189,7 +189,8 @@ VQ_CRASH_RUN = dict(num_epochs=4, eval_every_epochs=4, checkpoint_every_epochs=1
 
 
 def test_vq_training_killed_at_random_moments_resumes_without_losing_finished_epochs(tmp_path):
-  """SIGKILL the VQ-VAE trainer 3 times (once as a checkpoint is being written), restart it each time:
+  """SIGKILL the VQ-VAE trainer twice (once as a checkpoint is being written, once at a random moment
+  before its first checkpoint), restart it each time:
   no visible checkpoint is ever corrupt or differs from the uninterrupted run's, no checkpointed
   epoch is lost, and the final state (params, optimizer, codebook statistics) and metrics are
   bit-identical to an uninterrupted run's."""
@@ -201,10 +202,10 @@ def test_vq_training_killed_at_random_moments_resumes_without_losing_finished_ep
                         "from vae_jax import vq_train",
       run=f"vq_train.train_and_evaluate(tiny_config(**{VQ_CRASH_RUN!r}), workdir, datasets=synthetic())",
       ref_state=ref_state, ref_dir=tmp_path / "ref", num_epochs=4, keep=2,
-      plans=["while_writing", "random", "after_a_save", "finish"], seed=7)
+      plans=["while_writing", "random", "finish"], seed=7)
   print(f"\nVQ-VAE: kills survived: {kills} ({mid_write} while a checkpoint was being written); "
         f"checkpointed epochs lost: 0; finished-but-unsaved epochs redone per kill: {redone}")
-  assert kills == 3 and mid_write >= 1 and max(redone) <= 1
+  assert kills == 2 and mid_write >= 1 and max(redone) <= 1
 
 
 # -- damaged checkpoints, mismatched workdirs, bad images -------------------------------------------
