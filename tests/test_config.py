@@ -86,7 +86,8 @@ INTS = {"seed": (0, 2**32 - 1), "num_devices": (0, 2**16), "data.binarize_seed":
         "optimizer.burda_stages": (1, 12), "batch_size": (1, M), "eval_every_epochs": (1, M),
         "eval_num_samples": (1, 100_000), "checkpoint_every_epochs": (1, M), "keep_checkpoints": (1, 1000),
         "eval.num_importance_samples": (1, 10**7), "eval.batch_size": (1, M),
-        "eval.chunk_size": (1, 100_000), "num_epochs": (1, M), "model.num_components": (1, M)}
+        "eval.chunk_size": (1, 100_000), "num_epochs": (1, M), "model.num_components": (1, M),
+        "model.num_classes": (0, 2**16)}
 # (low, low excluded, high, high excluded)
 FLOATS = {"model.fixed_log_sigma": (-10, False, 5, False), "loss.beta": (0, False, 1e6, False),
           "loss.warmup_epochs": (0, False, 1e6, False), "optimizer.learning_rate": (0, True, 10, False),
@@ -100,7 +101,8 @@ CHOICES = {"data.name": ("binarized_mnist", "mnist", "fashion_mnist", "cifar10")
            "model.conv_implementation": ("auto", "patches", "xla"),
            "model.activation": ("tanh", "relu", "elu", "softplus", "gelu", "silu", "linear", "gated"),
            "model.likelihood": ("bernoulli", "gaussian_fixed", "gaussian_shared", "gaussian_pixel"),
-           "model.kind": ("vae", "hvae", "autoencoder"), "model.prior": ("standard", "mog", "vamp"),
+           "model.kind": ("vae", "hvae", "autoencoder"),
+           "model.prior": ("standard", "mog", "vamp", "conditional"),
            "model.pseudo_inputs_init": ("noise", "data"),
            "loss.name": ("elbo", "iwae", "autoencoder"), "loss.corruption": ("none", "mask", "flip", "gaussian"),
            "optimizer.name": ("adam", "adamw", "sgd"),
@@ -231,7 +233,8 @@ def invalid_configs(draw):
     return cfg, kind, {section}
   # combination: each field legal alone, the pair impossible
   combo = draw(st.sampled_from(["conv_sizes", "grey_bernoulli", "binary_dynamic", "analytic_2layer",
-                                "burda_length", "minus_one_not_burda", "hidden_vs_latent"]))
+                                "burda_length", "minus_one_not_burda", "hidden_vs_latent",
+                                "unlabelled_conditional", "class_prior_without_classes"]))
   if combo == "conv_sizes":  # 28 x 28 images cannot be halved 3+ times
     put("model.network", "conv")
     return cfg, kind, {put("model.conv_features", tuple(draw(st.lists(st.integers(1, 64), min_size=3,
@@ -256,6 +259,13 @@ def invalid_configs(draw):
     put("optimizer.burda_stages", stages)
     length = sum(max(1, round(3**i * scale)) for i in range(stages))
     return cfg, kind, {put("num_epochs", draw(st.integers(0, 5000).filter(lambda n: n != length)))}
+  if combo == "unlabelled_conditional":  # binarized_mnist has no labels to condition on
+    put("data.name", "binarized_mnist")
+    put("data.mode", "static")
+    return cfg, kind, {put("model.num_classes", draw(st.integers(1, 2**16)))}
+  if combo == "class_prior_without_classes":
+    put("model.num_classes", 0)
+    return cfg, kind, {put("model.prior", "conditional")}
   if combo == "minus_one_not_burda":
     put("optimizer.schedule", draw(st.sampled_from(["constant", "cosine"])))
     return cfg, kind, {put("num_epochs", -1)}
@@ -311,6 +321,11 @@ def test_random_legal_values_are_accepted(data):
   if field == "loss.analytic_kl" and cfg["loss"]["name"] == "elbo" and (
       len(cfg["model"]["latent_dims"]) > 1 or cfg["model"]["prior"] != "standard"):
     value = False  # the closed form needs one stochastic layer and the N(0, I) prior
+  if field == "model.num_classes" and (cfg["data"]["name"] == "binarized_mnist"
+                                      or cfg["model"]["kind"] != "vae" or cfg["model"]["prior"] == "vamp"):
+    value = 0  # conditioning needs labels and the plain VAE
+  if field == "model.num_classes" and cfg["model"]["prior"] == "conditional":
+    value = max(value, 1)  # p(z | y) needs classes
   if cfg["optimizer"]["schedule"] == "burda":
     if field == "num_epochs":
       cfg["optimizer"]["schedule"] = "constant"

@@ -54,6 +54,29 @@ def test_bernoulli_log_prob_against_scipy_and_stable_at_extremes():
   assert np.all(np.isfinite(g))
 
 
+def test_softplus_against_log1p_exp_in_float64_with_sigmoid_gradient():
+  x = np.array([-1e4, -100.0, -30.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 30.0, 100.0, 1e4], np.float32)
+  want = np.logaddexp(0.0, x.astype(np.float64))  # log(1 + e^x), exact in float64
+  np.testing.assert_allclose(dist.softplus(jnp.asarray(x)), want, rtol=1e-6, atol=1e-30)
+  grad = jax.vmap(jax.grad(dist.softplus))(jnp.asarray(x))
+  np.testing.assert_allclose(grad, 1 / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6, atol=1e-30)
+  assert float(jax.grad(dist.softplus)(0.0)) == 0.5  # not a one-sided derivative of max(x, 0)
+  check_grads(dist.softplus, (jnp.linspace(-5.0, 5.0, 7),), order=2, modes=["fwd", "rev"])
+
+
+def test_bernoulli_log_prob_event_shapes_agree():
+  """Flattening the event before the sum changes nothing: image-shaped, flat and broadcast x."""
+  key_x, key_l = jax.random.split(jax.random.key(3))
+  x = jax.random.bernoulli(key_x, 0.3, (4, 5, 3)).astype(jnp.float32)
+  logits = 3 * jax.random.normal(key_l, (2, 4, 5, 3))
+  image = dist.bernoulli_log_prob(x, logits, event_ndim=3)
+  flat = dist.bernoulli_log_prob(x.reshape(-1), logits.reshape(2, -1), event_ndim=1)
+  per_pixel = dist.bernoulli_log_prob(x, logits, event_ndim=0)
+  assert image.shape == (2,) and per_pixel.shape == (2, 4, 5, 3)
+  np.testing.assert_allclose(image, flat, rtol=1e-6)
+  np.testing.assert_allclose(image, per_pixel.sum((1, 2, 3)), rtol=1e-6)
+
+
 @pytest.mark.parametrize("log_sigma", [0.0, -1.3, np.log(np.linspace(0.1, 2, 12)).reshape(2, 3, 2)])
 def test_gaussian_likelihood_fixed_and_per_pixel_sigma_against_scipy(log_sigma):
   x, mean = _rand(8, (2, 3, 2)), _rand(9, (2, 3, 2))

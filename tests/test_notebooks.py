@@ -26,6 +26,8 @@ EXPECTED = {
     "02_extend_a_loss": (["02_kl_per_unit.png", "02_reconstructions.png"],
                          [requires_binarized_mnist, requires_mnist]),
     "03_importance_sampling": (["03_iwae_bounds.png"], [requires_binarized_mnist]),
+    "04_discrete_latents": (["04_voronoi.png", "04_vq_terms.png", "04_codebook_usage.png",
+                             "04_prior_samples.png"], [requires_binarized_mnist]),
 }
 
 

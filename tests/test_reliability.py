@@ -498,12 +498,16 @@ def small_form(name, seed):
 
 
 def small_data(cfg):
-  """64 training and 32 validation images of the config's dataset, binary or grey as its mode needs."""
+  """64 training and 32 validation images of the config's dataset, binary or grey as its mode needs
+  (with labels for a class-conditional model)."""
   rng = np.random.default_rng(0)
   shape = data_lib.DATASETS[cfg.data.name].image_shape
   high = 2 if cfg.data.mode == "static" else 256
   images = rng.integers(0, high, (96,) + shape).astype(np.uint8)
-  return {"train": data_lib.Split(images[:64], None), "validation": data_lib.Split(images[64:], None)}
+  labels = rng.integers(0, cfg.model.num_classes, 96) if cfg.model.num_classes else None
+  pick = lambda rows: None if labels is None else labels[rows]
+  return {"train": data_lib.Split(images[:64], pick(slice(0, 64))),
+          "validation": data_lib.Split(images[64:], pick(slice(64, None)))}
 
 
 @pytest.mark.parametrize("name", CONFIGS)

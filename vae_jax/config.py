@@ -147,6 +147,7 @@ FIELDS = {
     "model.prior": Choice(models.PRIORS),
     "model.num_components": Int(1),
     "model.pseudo_inputs_init": Choice(PSEUDO_INPUT_INITS),
+    "model.num_classes": Int(0, MAX_WIDTH),  # 0: unconditional; C: a CVAE on labels in [0, C)
     "loss.name": Choice(tuple(losses.LOSSES)),
     "loss.num_samples": Int(1, 100_000),
     "loss.analytic_kl": Bool(),
@@ -275,9 +276,24 @@ def _validate_kind_and_prior(values: dict) -> None:
           f"not {kind!r}")
   if kind == "hvae" and len(latent_dims) != 2:
     _fail("model.latent_dims", latent_dims, "model.kind='hvae' has two stochastic layers (z_1, z_2)")
-  if prior != "standard" and loss_name == "elbo" and values["loss.analytic_kl"]:
-    _fail("loss.analytic_kl", True, f"the closed-form KL needs the standard prior, not {prior!r}; "
-          "set it to False for a Monte Carlo KL")
+  num_classes = values["model.num_classes"]
+  if num_classes:
+    data_name = values["data.name"]
+    if not data_lib.DATASETS[data_name].num_classes:
+      _fail("model.num_classes", num_classes, f"{data_name} has no labels to condition on: use 0, "
+            "or a labelled dataset (mnist, fashion_mnist, cifar10)")
+    if kind != "vae":
+      _fail("model.num_classes", num_classes, f"class conditioning is built for model.kind='vae', "
+            f"not {kind!r}: use 0")
+    if prior == "vamp":
+      _fail("model.num_classes", num_classes, "the VampPrior's pseudo-inputs have no labels: use "
+            "model.prior 'standard', 'mog' or 'conditional' with classes, or num_classes=0")
+  if prior == "conditional" and not num_classes:
+    _fail("model.prior", prior, "p(z | y) needs labels: set model.num_classes to their number")
+  closed_form_prior = prior == "standard" or (prior == "conditional" and len(latent_dims) == 1)
+  if not closed_form_prior and loss_name == "elbo" and values["loss.analytic_kl"]:
+    _fail("loss.analytic_kl", True, f"the closed-form KL needs the standard prior (or, for one "
+          f"layer, the conditional prior), not {prior!r}; set it to False for a Monte Carlo KL")
   corruption = values["loss.corruption"]
   if corruption != "none" and loss_name != "autoencoder":
     _fail("loss.corruption", corruption, "input corruption is for the denoising autoencoder "
@@ -311,7 +327,8 @@ def make_model(config) -> models.VAE:
       activation=m.activation, network=m.network, conv_features=tuple(m.conv_features),
       conv_implementation=m.get("conv_implementation", "auto"),
       likelihood=m.likelihood, fixed_log_sigma=float(m.fixed_log_sigma),
-      kind=kind, prior=m.get("prior", "standard"), num_components=int(m.get("num_components", 500)))
+      kind=kind, prior=m.get("prior", "standard"), num_components=int(m.get("num_components", 500)),
+      num_classes=int(m.get("num_classes", 0)))
 
 
 def make_schedule(opt_config, steps_per_epoch: int, total_epochs: int) -> optax.Schedule:

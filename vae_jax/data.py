@@ -32,6 +32,7 @@ class DatasetSpec:
   splits: dict  # our split name -> (tfds split, part): part "all", or "head"/"tail" of a held-out cut
   is_binary: bool = False  # pixels already in {0, 1}
   held_out: int = 10000  # size of the "tail" (at most a fifth of the tfds split)
+  num_classes: int = 0  # classes of its labels (0: no labels)
 
 
 def _held_out():
@@ -42,9 +43,9 @@ DATASETS = {
     "binarized_mnist": DatasetSpec((28, 28, 1), {"train": ("train", "all"),
                                                  "validation": ("validation", "all"),
                                                  "test": ("test", "all")}, is_binary=True),
-    "mnist": DatasetSpec((28, 28, 1), _held_out()),
-    "fashion_mnist": DatasetSpec((28, 28, 1), _held_out()),
-    "cifar10": DatasetSpec((32, 32, 3), _held_out()),
+    "mnist": DatasetSpec((28, 28, 1), _held_out(), num_classes=10),
+    "fashion_mnist": DatasetSpec((28, 28, 1), _held_out(), num_classes=10),
+    "cifar10": DatasetSpec((32, 32, 3), _held_out(), num_classes=10),
 }
 
 
@@ -119,6 +120,26 @@ def check_images(images: np.ndarray, image_shape, *, what: str = "images", binar
   if binary and hi > 1:
     raise DataError(f"{what} have values up to {hi:g}, but config.data.mode='static' needs binary "
                     "images in {0, 1}: binarize them or use data.mode 'dynamic' or 'grey'")
+
+
+def check_labels(labels, num_classes: int, num_images: int, *, what: str = "labels") -> np.ndarray:
+  """The labels of a class-conditional model as int32 [N]; DataError unless they are
+  ``num_images`` integers in [0, num_classes)."""
+  if labels is None:
+    raise DataError(f"{what} are missing: a class-conditional model (config.model.num_classes="
+                    f"{num_classes}) needs one label per image; use a labelled dataset (mnist, "
+                    "fashion_mnist, cifar10) or config.model.num_classes=0")
+  labels = np.asarray(labels)
+  if labels.shape != (num_images,):
+    raise DataError(f"{what} have shape {labels.shape}; expected ({num_images},): one label per image")
+  if not (np.issubdtype(labels.dtype, np.integer)
+          or (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)))):
+    raise DataError(f"{what} have dtype {labels.dtype} with non-integer values; expected class "
+                    f"indices in [0, {num_classes})")
+  if num_images and (labels.min() < 0 or labels.max() >= num_classes):
+    raise DataError(f"{what} lie in [{labels.min()}, {labels.max()}]; expected class indices in "
+                    f"[0, {num_classes}) (config.model.num_classes={num_classes})")
+  return labels.astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)

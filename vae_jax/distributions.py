@@ -21,6 +21,34 @@ def _sum_event(x: jax.Array, event_ndim: int) -> jax.Array:
   return jnp.sum(x, axis=tuple(range(-event_ndim, 0)))
 
 
+def _flatten_event(x: jax.Array, event_ndim: int) -> jax.Array:
+  """``x`` with its last ``event_ndim`` axes merged into one.
+
+  A decoder's logits come out of a matmul as [..., pixels] and are reshaped to
+  the image; summing the per-pixel terms over the flat axis lets XLA:CPU undo
+  that reshape and fuse the likelihood with the matmul, about 10x cheaper than
+  over the image axes (``benchmarks/evaluation.py``).
+  """
+  return jnp.reshape(x, x.shape[:x.ndim - event_ndim] + (-1,))
+
+
+@jax.custom_jvp
+def softplus(x: jax.Array) -> jax.Array:
+  """log(1 + e^x) as ``max(x, 0) + log1p(exp(-|x|))``, with derivative sigmoid(x).
+
+  The values of ``jax.nn.softplus``, written with plain elementwise ops that
+  XLA:CPU fuses into the matmul producing the logits (``jax.nn.softplus``'s
+  ``logaddexp`` costs about 4x more there).
+  """
+  return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+@softplus.defjvp
+def _softplus_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  return softplus(x), jax.nn.sigmoid(x) * dx
+
+
 def gaussian_sample(key: jax.Array, mean: jax.Array, logvar: jax.Array,
                     sample_shape: tuple[int, ...] = ()) -> jax.Array:
   """Reparameterized draw z = mean + exp(logvar / 2) * eps, eps ~ N(0, I).
@@ -59,6 +87,17 @@ def kl_gaussian_standard_normal(mean: jax.Array, logvar: jax.Array,
   return _sum_event(kl, event_ndim)
 
 
+def kl_gaussians(mean: jax.Array, logvar: jax.Array, prior_mean: jax.Array,
+                 prior_logvar: jax.Array, event_ndim: int = 1) -> jax.Array:
+  """Closed-form KL(N(mean, exp(logvar)) || N(prior_mean, exp(prior_logvar))), diagonal.
+
+  KL = 1/2 sum(logvar_p - logvar + (exp(logvar) + (mean - mean_p)^2) / exp(logvar_p) - 1).
+  """
+  kl = 0.5 * (prior_logvar - logvar + (jnp.exp(logvar) + jnp.square(mean - prior_mean))
+              * jnp.exp(-prior_logvar) - 1.0)
+  return _sum_event(kl, event_ndim)
+
+
 def bernoulli_log_prob(x: jax.Array, logits: jax.Array,
                        event_ndim: int = 3) -> jax.Array:
   """log Bernoulli(x; sigmoid(logits)) = x log s(l) + (1 - x) log s(-l).
@@ -66,7 +105,9 @@ def bernoulli_log_prob(x: jax.Array, logits: jax.Array,
   Computed as ``x * l - softplus(l)``, which is exact for x in {0, 1}, finite
   for any finite logit, and the negative binary cross-entropy for x in [0, 1].
   """
-  lp = x * logits - jax.nn.softplus(logits)
+  if event_ndim > 1:  # flatten the event first: see _flatten_event
+    x, logits, event_ndim = _flatten_event(x, event_ndim), _flatten_event(logits, event_ndim), 1
+  lp = x * logits - softplus(logits)
   return _sum_event(lp, event_ndim)
 
 

@@ -21,19 +21,26 @@ from vae_jax import distributions as dist
 from vae_jax import parallel
 
 
+def _label_kw(label) -> dict:
+  return {} if label is None else {"label": label}
+
+
 @compilation.jit(static_argnames=("model", "mode", "num_samples", "chunk_size"))
-def _batch_stats(model, params, raw, index, key, *, mode, num_samples, chunk_size):
-  """Per-image sums for a batch: logsumexp of log w, sum of log w, sum of log p(x|z), KL."""
+def _batch_stats(model, params, raw, index, key, labels=None, *, mode, num_samples, chunk_size):
+  """Per-image sums for a batch: logsumexp of log w, sum of log w, sum of log p(x|z), KL.
+
+  ``labels`` (int [B]) for a class-conditional model: then every term is given y."""
   num_chunks = -(-num_samples // chunk_size)
 
-  def one_image(raw_x, i):
+  def one_image(raw_x, i, label):
     image_key = jax.random.fold_in(key, i)
     data_key, sample_key = jax.random.split(image_key)
     x = data_lib.to_model_input(raw_x, data_key, mode)
 
     def chunk(carry, c):
       lse, sum_lw, sum_lpx = carry
-      t = model.apply({"params": params}, x, jax.random.fold_in(sample_key, c), chunk_size)
+      t = model.apply({"params": params}, x, jax.random.fold_in(sample_key, c), chunk_size,
+                      **_label_kw(label))
       log_w = t["log_px_z"] + t["log_pz"] - t["log_qz"]
       valid = c * chunk_size + jnp.arange(chunk_size) < num_samples
       lse = jnp.logaddexp(lse, jax.nn.logsumexp(jnp.where(valid, log_w, -jnp.inf)))
@@ -43,13 +50,17 @@ def _batch_stats(model, params, raw, index, key, *, mode, num_samples, chunk_siz
 
     init = (jnp.float32(-jnp.inf), jnp.float32(0.0), jnp.float32(0.0))
     (lse, sum_lw, sum_lpx), _ = jax.lax.scan(chunk, init, jnp.arange(num_chunks))
-    mean, logvar = model.apply({"params": params}, x, method=model.encode)
-    kl_analytic = (dist.kl_gaussian_standard_normal(mean, logvar)
-                   if _closed_form_kl(model) and logvar is not None else jnp.float32(0.0))
+    mean, logvar = model.apply({"params": params}, x, method=model.encode, **_label_kw(label))
+    if not (_closed_form_kl(model) and logvar is not None):
+      kl_analytic = jnp.float32(0.0)
+    elif getattr(model, "prior", "standard") == "conditional":
+      kl_analytic = model.apply({"params": params}, mean, logvar, label, method=model.kl_to_prior)
+    else:
+      kl_analytic = dist.kl_gaussian_standard_normal(mean, logvar)
     return dict(log_px=lse - math.log(num_samples), elbo_mc=sum_lw / num_samples,
                 log_px_z=sum_lpx / num_samples, kl_analytic=kl_analytic, mean=mean)
 
-  return jax.vmap(one_image)(raw, index)
+  return jax.vmap(one_image)(raw, index, labels)
 
 
 def _closed_form_kl(model) -> bool:
@@ -58,8 +69,12 @@ def _closed_form_kl(model) -> bool:
 
 def evaluate(model, params, images: np.ndarray, *, key: jax.Array, mode: str,
              num_samples: int = 5000, batch_size: int = 100, chunk_size: int = 250,
-             progress: bool = False, mesh=None) -> dict:
+             progress: bool = False, mesh=None, labels: np.ndarray | None = None) -> dict:
   """Metrics of ``model`` on uint8 ``images`` [N, H, W, C].
+
+  A class-conditional model (``model.num_classes > 0``) needs ``labels`` (int
+  [N] in [0, num_classes), else DataError): every figure is then given the
+  label, and ``nll`` is -log p(x | y).
 
   Returns a dict of floats in nats per image (averaged over the images):
     elbo: E_q[log p(x|z)] - KL, with the KL in closed form for one
@@ -78,6 +93,11 @@ def evaluate(model, params, images: np.ndarray, *, key: jax.Array, mode: str,
   """
   if num_samples < 1:
     raise ValueError(f"num_samples={num_samples} must be >= 1")
+  num_classes = getattr(model, "num_classes", 0)
+  if num_classes:
+    labels = data_lib.check_labels(labels, num_classes, images.shape[0])
+  elif labels is not None:
+    raise data_lib.DataError("labels were given for an unconditional model (num_classes=0)")
   deterministic = getattr(model, "deterministic", False)
   if deterministic:
     num_samples = 1
@@ -95,13 +115,17 @@ def evaluate(model, params, images: np.ndarray, *, key: jax.Array, mode: str,
   for start in starts:
     raw = jnp.asarray(images[start:start + batch_size])
     index = jnp.arange(start, start + raw.shape[0])
+    label = None if labels is None else jnp.asarray(labels[start:start + batch_size])
     if raw.shape[0] < batch_size:  # pad to one compiled shape; padded rows are dropped
       pad = batch_size - raw.shape[0]
       raw = jnp.concatenate([raw, jnp.zeros((pad,) + raw.shape[1:], raw.dtype)])
       index = jnp.concatenate([index, jnp.full((pad,), n, index.dtype)])
+      if label is not None:
+        label = jnp.concatenate([label, jnp.zeros((pad,), label.dtype)])
     if mesh is not None:
       raw, index = parallel.shard_batch(raw, mesh), parallel.shard_batch(index, mesh)
-    out = _batch_stats(model, params, raw, index, key, mode=mode, num_samples=num_samples,
+      label = None if label is None else parallel.shard_batch(label, mesh)
+    out = _batch_stats(model, params, raw, index, key, label, mode=mode, num_samples=num_samples,
                        chunk_size=chunk_size)
     m = min(batch_size, n - start)
     out = jax.device_get(out)

@@ -5,6 +5,10 @@ dict of scalar diagnostics (all in nats). The trainer lifts it over the batch
 with ``jax.vmap`` and averages once. Bind hyperparameters with
 ``functools.partial``; any function with this signature can be handed to
 ``vae_jax.train.train_and_evaluate(..., loss_fn=...)``.
+
+A class-conditional model (``model.num_classes > 0``) is trained with the
+example's label as a keyword, ``loss_fn(..., kl_weight=w, label=y)``: the ELBO
+and IWAE losses below then bound log p(x | y).
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ import jax.numpy as jnp
 LossFn = Callable[..., tuple[jax.Array, dict]]
 
 
-def _terms(model, params, x, key, num_samples):
-  return model.apply({"params": params}, x, key, num_samples)
+def _terms(model, params, x, key, num_samples, label=None):
+  if label is None:
+    return model.apply({"params": params}, x, key, num_samples)
+  return model.apply({"params": params}, x, key, num_samples, label)
 
 
 def elbo_loss(model, params, x: jax.Array, key: jax.Array, *, kl_weight=1.0,
-              num_samples: int = 1, analytic_kl: bool = True):
+              num_samples: int = 1, analytic_kl: bool = True, label: jax.Array | None = None):
   """Negative (beta-)ELBO for one example.
 
   loss = -E_q[log p(x|z)] + kl_weight * KL(q(z|x) || p(z)),
@@ -32,11 +38,14 @@ def elbo_loss(model, params, x: jax.Array, key: jax.Array, *, kl_weight=1.0,
   closed form (one Gaussian stochastic layer, ``analytic_kl=True``) or by Monte
   Carlo, E_q[log q(z|x) - log p(z)], otherwise (Kingma & Welling 2014, eqs. 7, 10).
 
+  ``label`` (int, conditional models only): the bound is then on log p(x | y),
+  with q(z | x, y), p(x | z, y) and p(z) or p(z | y).
+
   Returns:
     (loss, aux) with aux = {elbo, recon, kl}, all scalars in nats; ``elbo`` is the
     unweighted bound (kl_weight = 1) whatever the weight used for the loss.
   """
-  t = _terms(model, params, x, key, num_samples)
+  t = _terms(model, params, x, key, num_samples, label)
   recon = -jnp.mean(t["log_px_z"])
   if analytic_kl and "kl" in t:
     kl = t["kl"]
@@ -53,18 +62,19 @@ def iwae_bound(log_weights: jax.Array) -> jax.Array:
 
 
 def iwae_loss(model, params, x: jax.Array, key: jax.Array, *, kl_weight=1.0,
-              num_samples: int = 50):
+              num_samples: int = 50, label: jax.Array | None = None):
   """Negative importance-weighted bound L_K for one example (Burda et al. 2016, eq. 8).
 
   L_K = log 1/K sum_k p(x, z_k) / q(z_k | x), z_k ~ q(z | x). With K = 1 it is the
   ELBO with a Monte Carlo KL. ``kl_weight`` scales log p(z) - log q(z|x) inside
-  each weight (1 gives the true bound).
+  each weight (1 gives the true bound). With a ``label`` (conditional models) it
+  bounds log p(x | y).
 
   Returns:
     (loss, aux) with aux = {iwae, elbo, recon, kl}: the bound, the ELBO estimated
     from the same samples, and its two terms.
   """
-  t = _terms(model, params, x, key, num_samples)
+  t = _terms(model, params, x, key, num_samples, label)
   log_ratio = t["log_pz"] - t["log_qz"]
   bound = iwae_bound(t["log_px_z"] + kl_weight * log_ratio)
   recon = -jnp.mean(t["log_px_z"])

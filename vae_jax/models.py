@@ -15,6 +15,15 @@ encoder's posteriors at K learnable pseudo-inputs. Only the standard prior
 has a closed-form KL. ``kind="autoencoder"`` makes the code deterministic
 (z = the encoder's output, no prior, KL exactly 0): the non-generative
 baseline. Tomczak & Welling's two-level HVAE is ``vae_jax.hvae.HVAE``.
+
+``num_classes > 0`` makes the VAE class-conditional (a CVAE, Sohn et al. 2015;
+Kingma et al. 2014): the one-hot label y enters q(z_1 | x, y) (appended to the
+flattened image, or to the convolutional features) and p(x | z_1, y)
+(appended to z_1); upper stochastic layers see y through z_1. The prior is
+N(0, I) or, with ``prior="conditional"``, a learned Gaussian p(z_L | y) =
+N(mu_y, diag(exp(logvar_y))) per class (closed-form KL for one layer). Every
+method then takes ``label`` (int, one per example); the unconditional model
+(``num_classes = 0``) takes none and computes exactly what it did before.
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 GATED = "gated"
 LIKELIHOODS = ("bernoulli", "gaussian_fixed", "gaussian_shared", "gaussian_pixel")
 NETWORKS = ("mlp", "conv")
-PRIORS = ("standard", "mog", "vamp")
+PRIORS = ("standard", "mog", "vamp", "conditional")  # conditional: p(z | y), needs num_classes
 KINDS = ("vae", "hvae", "autoencoder")  # hvae: vae_jax.hvae.HVAE
 MIN_SIGMA = 1e-3
 # VampPrior pseudo-inputs start at N(0.05, 0.01^2) per pixel (Tomczak & Welling's default)
@@ -120,6 +129,22 @@ class MixturePrior(nn.Module):
     return jax.nn.log_softmax(logits), means, logvars
 
 
+class ClassPrior(nn.Module):
+  """Learned per-class Gaussian p(z | y) = N(means[y], diag(exp(logvars[y]))), starting at N(0, I).
+
+  Called with a one-hot (or soft) label [..., C], returns (mean, logvar), each [..., D].
+  """
+  features: int
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, onehot: jax.Array) -> tuple[jax.Array, jax.Array]:
+    shape = (self.num_classes, self.features)
+    means = self.param("means", nn.initializers.zeros_init(), shape)
+    logvars = self.param("logvars", nn.initializers.zeros_init(), shape)
+    return onehot @ means, onehot @ logvars
+
+
 def pseudo_input_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
   """VampPrior pseudo-inputs at N(PSEUDO_INPUT_MEAN, PSEUDO_INPUT_STD^2) per pixel."""
   return PSEUDO_INPUT_MEAN + PSEUDO_INPUT_STD * jax.random.normal(key, shape, dtype)
@@ -190,7 +215,10 @@ class VAE(nn.Module):
     prior: p(z_L), one of ``PRIORS``: "standard" N(0, I), "mog" a learnable
       mixture of ``num_components`` diagonal Gaussians, "vamp" the VampPrior
       (1/K) sum_k q(z_L | u_k) with K = ``num_components`` learnable
-      pseudo-inputs u_k (param ``pseudo_inputs`` [K, H, W, C]).
+      pseudo-inputs u_k (param ``pseudo_inputs`` [K, H, W, C]), "conditional"
+      the per-class Gaussian p(z_L | y) (``ClassPrior``; needs ``num_classes``).
+    num_classes: 0 for an unconditional VAE, else the number of classes C of
+      the labels y in [0, C) that condition encoder, decoder (and prior).
   """
   image_shape: Sequence[int] = (28, 28, 1)
   latent_dims: Sequence[int] = (50,)
@@ -204,6 +232,7 @@ class VAE(nn.Module):
   kind: str = "vae"
   prior: str = "standard"
   num_components: int = 500
+  num_classes: int = 0
 
   @property
   def num_pixels(self) -> int:
@@ -217,7 +246,8 @@ class VAE(nn.Module):
   @property
   def closed_form_kl(self) -> bool:
     """Whether ``__call__`` returns the exact KL (one layer, N(0, I) prior; 0 for the autoencoder)."""
-    return self.deterministic or (len(self.latent_dims) == 1 and self.prior == "standard")
+    return self.deterministic or (len(self.latent_dims) == 1
+                                  and self.prior in ("standard", "conditional"))
 
   def setup(self):
     n_layers = len(self.latent_dims)
@@ -245,6 +275,10 @@ class VAE(nn.Module):
     """Parameters of the likelihood's sigma and of the prior (shared with ``hvae.HVAE``)."""
     if self.prior == "mog":
       self.mixture = MixturePrior(self.latent_dims[-1], self.num_components)
+    elif self.prior == "conditional":
+      if not self.num_classes:
+        raise ValueError("prior='conditional' is p(z | y): it needs num_classes > 0")
+      self.class_prior = ClassPrior(self.latent_dims[-1], self.num_classes)
     elif self.prior == "vamp":
       self.pseudo_inputs = self.param("pseudo_inputs", pseudo_input_init,
                                       (self.num_components,) + tuple(self.image_shape))
@@ -255,20 +289,54 @@ class VAE(nn.Module):
                                   tuple(self.image_shape))
 
   # -- pieces ---------------------------------------------------------------
-  def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean and log-variance of q(z_1 | x). x: [..., H, W, C] -> ([..., D1], [..., D1])."""
+  def with_label(self, h: jax.Array, label: jax.Array | None) -> jax.Array:
+    """h [..., F] with the one-hot label appended ([..., F + C]); h itself when unconditional.
+
+    ``label``: integer, shape () or h.shape[:-1] (one label per example or sample).
+    A label for an unconditional model, none for a conditional one, a float or
+    a mis-shaped label raise ValueError when traced. Values outside [0, C) give
+    an all-zero one-hot inside jit: the host entry points check them first
+    (``vae_jax.data.check_labels``).
+    """
+    if not self.num_classes:
+      if label is not None:
+        raise ValueError("a label was given to an unconditional model (num_classes=0)")
+      return h
+    return jnp.concatenate([h, self.onehot(label, h.shape[:-1])], axis=-1)
+
+  def onehot(self, label: jax.Array | None, lead: tuple[int, ...]) -> jax.Array:
+    """One-hot label [*lead, C] of a conditional model (see ``with_label`` for the checks)."""
+    if label is None:
+      raise ValueError(f"this VAE is class-conditional (num_classes={self.num_classes}): pass a "
+                       "label (int in [0, num_classes)) with every example")
+    label = jnp.asarray(label)
+    if not jnp.issubdtype(label.dtype, jnp.integer):
+      raise ValueError(f"label has dtype {label.dtype}; expected integers in [0, {self.num_classes})")
+    try:
+      shape = jnp.broadcast_shapes(label.shape, tuple(lead))
+    except ValueError:
+      shape = None
+    if shape != tuple(lead):
+      raise ValueError(f"label has shape {label.shape}; expected one label per example: shape "
+                       f"{tuple(lead)} or ()")
+    return jnp.broadcast_to(jax.nn.one_hot(label, self.num_classes), tuple(lead) + (self.num_classes,))
+
+  def encode(self, x: jax.Array, label: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Mean and log-variance of q(z_1 | x[, y]). x: [..., H, W, C] -> ([..., D1], [..., D1])."""
     if self.network == "conv":
-      h = self.enc_trunk0(x)
+      h = self.with_label(self.enc_trunk0(x), label)
     else:
-      h = self.enc_trunk0(x.reshape(x.shape[:-3] + (-1,)))
+      h = self.enc_trunk0(self.with_label(x.reshape(x.shape[:-3] + (-1,)), label))
     return self.enc_heads[0](h)
 
-  def decode(self, z1: jax.Array) -> jax.Array:
-    """Parameters of p(x | z_1): logits (Bernoulli) or mean (Gaussian), [..., H, W, C]."""
+  def decode(self, z1: jax.Array, label: jax.Array | None = None) -> jax.Array:
+    """Parameters of p(x | z_1[, y]): logits (Bernoulli) or mean (Gaussian), [..., H, W, C]."""
+    lead = z1.shape[:-1]
+    z1 = self.with_label(z1, label)
     if self.network == "conv":
       return self.dec_trunk0(z1)
     h = self.dec_out(self.dec_trunk0(z1))
-    return h.reshape(z1.shape[:-1] + tuple(self.image_shape))
+    return h.reshape(lead + tuple(self.image_shape))
 
   def log_sigma(self) -> jax.Array:
     if self.likelihood == "gaussian_fixed":
@@ -307,23 +375,33 @@ class VAE(nn.Module):
       return log_weights, means, logvars
     raise ValueError(f"prior={self.prior!r} is not a mixture; choose 'mog' or 'vamp'")
 
-  def prior_log_prob(self, z: jax.Array) -> jax.Array:
-    """log p(z_L) for z [..., D_L] -> [...]."""
+  def prior_gaussian(self, label: jax.Array, lead: tuple[int, ...] = ()) -> tuple[jax.Array, jax.Array]:
+    """(mean, logvar) [*lead, D_L] of the class prior p(z_L | y) (``prior="conditional"``)."""
+    return self.class_prior(self.onehot(label, lead))
+
+  def prior_log_prob(self, z: jax.Array, label: jax.Array | None = None) -> jax.Array:
+    """log p(z_L[ | y]) for z [..., D_L] -> [...]."""
     if self.prior == "standard":
       return dist.standard_normal_log_prob(z)
+    if self.prior == "conditional":
+      return dist.gaussian_log_prob(z, *self.prior_gaussian(label, z.shape[:-1]))
     return dist.mixture_gaussian_log_prob(z, *self.prior_components())
 
-  def prior_sample(self, key: jax.Array, num_samples: int) -> jax.Array:
-    """z_L ~ p(z_L), [num_samples, D_L]."""
+  def prior_sample(self, key: jax.Array, num_samples: int, label: jax.Array | None = None) -> jax.Array:
+    """z_L ~ p(z_L[ | y]), [num_samples, D_L]; ``label`` () or [num_samples]."""
     if self.prior == "standard":
       return jax.random.normal(key, (num_samples, self.latent_dims[-1]))
+    if self.prior == "conditional":
+      return dist.gaussian_sample(key, *self.prior_gaussian(label, (num_samples,)))
     return dist.mixture_gaussian_sample(key, *self.prior_components(), (num_samples,))
 
   # -- what losses and evaluation use ----------------------------------------
-  def __call__(self, x: jax.Array, key: jax.Array, num_samples: int = 1) -> dict:
-    """Per-sample log-density terms for one example x [H, W, C].
+  def __call__(self, x: jax.Array, key: jax.Array, num_samples: int = 1,
+               label: jax.Array | None = None) -> dict:
+    """Per-sample log-density terms for one example x [H, W, C] (and its label, int (), if conditional).
 
     Draws ``num_samples`` z ~ q(z | x) (one key split per stochastic layer).
+    A conditional model's terms are log p(x | z, y), log p(z[ | y]), log q(z | x, y).
 
     Returns:
       dict with ``log_px_z``, ``log_pz``, ``log_qz`` (each [K]) and, for one
@@ -333,14 +411,14 @@ class VAE(nn.Module):
       ``log_qz`` and ``kl``, and ignores ``key``.
     """
     if self.deterministic:
-      code, _ = self.encode(x)
-      log_px_z = jnp.broadcast_to(self.log_likelihood(x, self.decode(code)), (num_samples,))
+      code, _ = self.encode(x, label)
+      log_px_z = jnp.broadcast_to(self.log_likelihood(x, self.decode(code, label)), (num_samples,))
       zeros = jnp.zeros((num_samples,), log_px_z.dtype)
       return dict(log_px_z=log_px_z, log_pz=zeros, log_qz=zeros, kl=jnp.zeros((), log_px_z.dtype),
                   mean=code)
     n_layers = len(self.latent_dims)
     keys = jax.random.split(key, n_layers)
-    mean1, logvar1 = self.encode(x)
+    mean1, logvar1 = self.encode(x, label)
     z = dist.gaussian_sample(keys[0], mean1, logvar1, (num_samples,))
     log_qz = dist.gaussian_log_prob(z, mean1, logvar1)
     zs = [z]
@@ -349,38 +427,47 @@ class VAE(nn.Module):
       z = dist.gaussian_sample(keys[l], mean, logvar)
       log_qz = log_qz + dist.gaussian_log_prob(z, mean, logvar)
       zs.append(z)
-    log_pz = self.prior_log_prob(zs[-1])
+    log_pz = self.prior_log_prob(zs[-1], label)
     for l in range(n_layers - 1, 0, -1):
       mean, logvar = self.dec_heads[l - 1](self.dec_trunks[l - 1](zs[l]))
       log_pz = log_pz + dist.gaussian_log_prob(zs[l - 1], mean, logvar)
-    log_px_z = self.log_likelihood(x, self.decode(zs[0]))
+    log_px_z = self.log_likelihood(x, self.decode(zs[0], label))
     out = dict(log_px_z=log_px_z, log_pz=log_pz, log_qz=log_qz, mean=mean1, logvar=logvar1)
     if self.closed_form_kl:
-      out["kl"] = dist.kl_gaussian_standard_normal(mean1, logvar1)
+      out["kl"] = self.kl_to_prior(mean1, logvar1, label)
     return out
 
-  def generate(self, key: jax.Array, num_samples: int) -> jax.Array:
-    """Ancestral samples: z_L ~ p(z_L), z_l ~ p(z_l | z_{l+1}); returns E[x | z_1].
+  def kl_to_prior(self, mean: jax.Array, logvar: jax.Array, label: jax.Array | None = None) -> jax.Array:
+    """Closed-form KL(N(mean, exp(logvar)) || p(z_1[ | y])) for one layer: N(0, I) or the class prior."""
+    if self.prior == "conditional":
+      return dist.kl_gaussians(mean, logvar, *self.prior_gaussian(label, mean.shape[:-1]))
+    return dist.kl_gaussian_standard_normal(mean, logvar)
 
-    The autoencoder has no prior: it decodes z ~ N(0, I), which is what shows
-    that it is not a generative model.
+  def generate(self, key: jax.Array, num_samples: int, label: jax.Array | None = None) -> jax.Array:
+    """Ancestral samples: z_L ~ p(z_L[ | y]), z_l ~ p(z_l | z_{l+1}); returns E[x | z_1[, y]].
+
+    ``label`` (conditional models): int, () or [num_samples]. The autoencoder
+    has no prior: it decodes z ~ N(0, I), which is what shows that it is not a
+    generative model.
     """
     n_layers = len(self.latent_dims)
     keys = jax.random.split(key, n_layers)
-    z = self.prior_sample(keys[0], num_samples)
+    z = self.prior_sample(keys[0], num_samples, label)
     for l in range(n_layers - 1, 0, -1):
       mean, logvar = self.dec_heads[l - 1](self.dec_trunks[l - 1](z))
       z = dist.gaussian_sample(keys[l], mean, logvar)
-    return self.mean_image(self.decode(z))
+    return self.mean_image(self.decode(z, label))
 
-  def reconstruct(self, x: jax.Array) -> jax.Array:
-    """E[x | z_1 = posterior mean]: a deterministic reconstruction (single layer path)."""
-    mean, _ = self.encode(x)
-    return self.mean_image(self.decode(mean))
+  def reconstruct(self, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
+    """E[x | z_1 = posterior mean[, y]]: a deterministic reconstruction (single layer path)."""
+    mean, _ = self.encode(x, label)
+    return self.mean_image(self.decode(mean, label))
 
 
 def init_params(model: VAE, key: jax.Array) -> dict:
-  """Parameters of ``model`` from an explicit key (traces one example)."""
+  """Parameters of ``model`` from an explicit key (traces one example, with label 0 if conditional)."""
   x = jnp.zeros(tuple(model.image_shape), jnp.float32)
   param_key, sample_key = jax.random.split(key)
+  if getattr(model, "num_classes", 0):
+    return model.init({"params": param_key}, x, sample_key, 1, jnp.zeros((), jnp.int32))["params"]
   return model.init({"params": param_key}, x, sample_key)["params"]

@@ -51,7 +51,7 @@ RESUMABLE_FIELDS = ("num_epochs", "eval_every_epochs", "eval_num_samples", "chec
 # with: such a workdir resumes and evaluates as before.
 ADDED_FIELDS = {"model.kind": "vae", "model.prior": "standard", "model.num_components": 500,
                 "model.pseudo_inputs_init": "noise", "loss.corruption": "none",
-                "loss.corruption_level": 0.0}
+                "loss.corruption_level": 0.0, "model.num_classes": 0}
 
 
 class NonFiniteError(FloatingPointError):
@@ -140,6 +140,8 @@ def train_step(state: TrainState, raw_batch: jax.Array, key: jax.Array, *, model
                skip_threshold: float = 0.0):
   """One optimizer step on a uint8 batch [B, H, W, C]; returns (state, metrics).
 
+  A class-conditional model's batch is ``{"image": uint8 [B, H, W, C], "label":
+  int32 [B]}``; each label goes to ``loss_fn`` as the keyword ``label``.
   ``key`` is split into a data key (binarization / dequantization) and one
   loss key per example. Metrics are batch means of the loss and its aux terms,
   plus the gradient's global norm, the KL weight used and ``skipped_updates``
@@ -151,14 +153,22 @@ def train_step(state: TrainState, raw_batch: jax.Array, key: jax.Array, *, model
   parameters and optimizer state as they were; the step counter still
   advances, so keys and the learning-rate schedule stay on the batch index.
   """
+  labels = None
+  if isinstance(raw_batch, dict):
+    raw_batch, labels = raw_batch["image"], raw_batch["label"]
   data_key, loss_key = jax.random.split(key)
   x = data_lib.to_model_input(raw_batch, data_key, mode)
   example_keys = jax.random.split(loss_key, x.shape[0])
   weight = kl_weight(state.step, beta=beta, warmup_steps=warmup_steps)
 
   def batch_loss(params):
-    per_example = jax.vmap(lambda xi, ki: loss_fn(model, params, xi, ki, kl_weight=weight))
-    loss, aux = per_example(x, example_keys)
+    if labels is None:
+      per_example = jax.vmap(lambda xi, ki: loss_fn(model, params, xi, ki, kl_weight=weight))
+      loss, aux = per_example(x, example_keys)
+    else:
+      per_example = jax.vmap(lambda xi, yi, ki: loss_fn(model, params, xi, ki, kl_weight=weight,
+                                                        label=yi))
+      loss, aux = per_example(x, labels, example_keys)
     return jnp.mean(loss), jax.tree.map(jnp.mean, aux)
 
   (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params)
@@ -207,6 +217,8 @@ def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float 
   """A jitted ``train_epoch(state, images, epoch, train_key, data_key) -> (state, metrics)``.
 
   ``metrics`` holds one value per step (arrays [num_batches]); the state is donated.
+  ``images``: uint8 [N, H, W, C], or for a class-conditional model
+  ``{"image": [N, H, W, C], "label": int32 [N]}`` (see ``train_step``).
   With a ``mesh`` (``vae_jax.parallel``), each batch is split over its devices;
   place the state and images with ``parallel.replicate`` first.
   ``skip_nonfinite`` / ``skip_threshold``: see ``train_step``. ``stepwise``
@@ -220,13 +232,17 @@ def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float 
                                skip_threshold=skip_threshold)
 
   def body(state, idx, images, train_key):
-    batch = images[idx]
+    batch = jax.tree.map(lambda a: a[idx], images)
     if mesh is not None:
-      batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(mesh))
+      batch = jax.tree.map(lambda b: jax.lax.with_sharding_constraint(b, parallel.batch_sharded(mesh)),
+                           batch)
     return step(state, batch, jax.random.fold_in(train_key, state.step))
 
+  def num_examples(images):
+    return jax.tree.leaves(images)[0].shape[0]
+
   def train_epoch(state, images, epoch, train_key, data_key):
-    batches = data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), images.shape[0],
+    batches = data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), num_examples(images),
                                            batch_size)
     return jax.lax.scan(lambda state, idx: body(state, idx, images, train_key), state, batches)
 
@@ -234,7 +250,7 @@ def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float 
     body_jit = compilation.jit(body)
 
     def stepwise_epoch(state, images, epoch, train_key, data_key):
-      batches = data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), images.shape[0],
+      batches = data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), num_examples(images),
                                              batch_size)
       return run_stepwise(lambda state, idx: body_jit(state, idx, images, train_key), state, batches)
 
@@ -354,6 +370,23 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(tuplify(cfg))
 
 
+def restore_workdir(workdir: str | Path):
+  """(config, model, params, epoch) of the newest checkpoint in a training ``workdir``."""
+  workdir = Path(workdir)
+  config = load_config(workdir)
+  model = config_lib.make_model(config)
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
+  template = create_train_state(model, jax.random.key(0), config_lib.make_optimizer(
+      config.optimizer, config_lib.make_schedule(config.optimizer, 1, 1)))
+  try:
+    epoch, state = ckpt.restore_latest(template)
+  finally:
+    ckpt.close()
+  if state is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
+  return config, model, state.params, epoch
+
+
 def load_datasets(config) -> dict[str, data_lib.Split]:
   return {s: data_lib.load_split(config.data, s) for s in ("train", "validation")}
 
@@ -424,9 +457,13 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   model = config_lib.make_model(config)
   if datasets is None:
     datasets = load_datasets(config)
+  labels = {}
   for name, split in datasets.items():
     data_lib.check_images(split.images, model.image_shape, what=f"{name} images",
                           binary=config.data.mode == "static")
+    if model.num_classes:
+      labels[name] = data_lib.check_labels(split.labels, model.num_classes, len(split.images),
+                                           what=f"{name} labels")
   _write_atomic(cfg_path, config.to_json(indent=2))
 
   keys = RunKeys.from_seed(config.seed)
@@ -436,11 +473,15 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
     parallel.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
   except ValueError as e:
     raise config_lib.ConfigError(f"config.num_devices={config.num_devices}: {e}") from None
-  train_images = parallel.replicate(np.asarray(datasets["train"].images, np.uint8), mesh)
-  steps_per_epoch = train_images.shape[0] // config.batch_size
+  num_train = len(datasets["train"].images)
+  train_images = np.asarray(datasets["train"].images, np.uint8)
+  if model.num_classes:  # labels travel with the images, batch by batch
+    train_images = {"image": train_images, "label": labels["train"]}
+  train_images = parallel.replicate(train_images, mesh)
+  steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch < 1:
     raise config_lib.ConfigError(f"config.batch_size={config.batch_size} is larger than the "
-                                 f"{train_images.shape[0]} training images")
+                                 f"{num_train} training images")
   total_epochs = config_lib.num_epochs(config)
   schedule = config_lib.make_schedule(config.optimizer, steps_per_epoch, total_epochs)
   tx = config_lib.make_optimizer(config.optimizer, schedule)
@@ -471,6 +512,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
                                  skip_nonfinite=config.skip_nonfinite_updates,
                                  skip_threshold=config.skip_threshold, stepwise=config.debug_nans)
   val_images = datasets["validation"].images
+  val_labels = labels.get("validation")
   last = {}
   epochs = range(start_epoch + 1, total_epochs + 1)
   bar = None
@@ -490,7 +532,8 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
              "learning_rate": float(schedule(int(state.step) - 1))}
       row.update(train_row)
       if epoch % config.eval_every_epochs == 0 or epoch == total_epochs:
-        val = eval_lib.evaluate(model, state.params, val_images, key=keys.eval, mode=config.data.mode,
+        val = eval_lib.evaluate(model, state.params, val_images, labels=val_labels, key=keys.eval,
+                                mode=config.data.mode,
                                 num_samples=config.eval_num_samples, batch_size=config.eval.batch_size,
                                 chunk_size=config.eval.chunk_size, mesh=mesh)
         row.update({f"val_{k}": v for k, v in val.items() if k not in ("num_images",)})
@@ -507,7 +550,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
     if bar is not None:
       bar.close()
     ckpt.close()
-  _save_figures(model, state.params, val_images, keys.eval, config.data.mode, workdir)
+  _save_figures(model, state.params, val_images, keys.eval, config.data.mode, workdir, val_labels)
   return state, last
 
 
@@ -516,12 +559,26 @@ def _mean_image(images: np.ndarray, mode: str) -> np.ndarray:
   return np.mean(images, axis=0, dtype=np.float64) / scale
 
 
-def _save_figures(model, params, images, key, mode, workdir: Path) -> None:
+def class_samples(model, params, key: jax.Array, per_class: int = 10) -> np.ndarray:
+  """[num_classes * per_class, H, W, C] mean images of a conditional model, class by class (row y = label y)."""
+  labels = jnp.repeat(jnp.arange(model.num_classes, dtype=jnp.int32), per_class)
+  return np.asarray(model.apply({"params": params}, key, labels.shape[0], labels, method=model.generate))
+
+
+def _save_figures(model, params, images, key, mode, workdir: Path, labels=None) -> None:
   from vae_jax import plotting
   figures = workdir / "figures"
   sample_key, data_key = jax.random.split(jax.random.fold_in(key, 1))
-  samples = model.apply({"params": params}, sample_key, 64, method=model.generate)
-  plotting.save_grid(np.asarray(samples), figures / "samples.png", title="samples from p(x|z), z ~ p(z)")
+  if getattr(model, "num_classes", 0):
+    plotting.save_grid(class_samples(model, params, sample_key), figures / "samples.png", ncols=10,
+                       title="samples from p(x|z,y), z ~ p(z|y): one row per class y")
+  else:
+    samples = model.apply({"params": params}, sample_key, 64, method=model.generate)
+    plotting.save_grid(np.asarray(samples), figures / "samples.png", title="samples from p(x|z), z ~ p(z)")
   x = data_lib.to_model_input(jnp.asarray(images[:32]), data_key, mode)
-  recon = jax.vmap(lambda xi: model.apply({"params": params}, xi, method=model.reconstruct))(x)
+  if labels is None:
+    recon = jax.vmap(lambda xi: model.apply({"params": params}, xi, method=model.reconstruct))(x)
+  else:
+    recon = jax.vmap(lambda xi, yi: model.apply({"params": params}, xi, yi, method=model.reconstruct))(
+        x, jnp.asarray(labels[:32]))
   plotting.save_reconstructions(np.asarray(x), np.asarray(recon), figures / "reconstructions.png")

@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.prior = "standard"        # standard N(0, I) | mog (learnable mixture) | vamp (VampPrior)
   config.model.num_components = 500      # mog / vamp: mixture components = pseudo-inputs
   config.model.pseudo_inputs_init = "noise"  # vamp: noise (N(0.05, 0.01^2)) | data (training images)
+  config.model.num_classes = 0           # > 0: class-conditional VAE on labels in [0, num_classes)
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = "elbo"              # elbo | iwae | autoencoder (reconstruction only)

@@ -1,0 +1,19 @@
+"""M1+M2 (Kingma et al. 2014): M2 on the 50 latent features of a trained M1 VAE, Gaussian likelihood.
+
+    python -m experiments.train --config experiments/configs/semisupervised/m1_vae.py --workdir runs/ssl_m1
+    python -m experiments.semisupervised --config experiments/configs/semisupervised/m1_m2.py \
+        --config.m1_workdir=runs/ssl_m1 --workdir runs/ssl_m1m2_100_s0 --config.num_labelled=100 --config.seed=0
+
+Published test error with 100 labels: 3.33% (+- 0.14); with 3000: 2.18%.
+"""
+
+from experiments.configs.semisupervised import m2
+
+
+def get_config():
+  config = m2.get_config()
+  config.method = "m1_m2"
+  config.m1_features = "sample"
+  config.optimizer.learning_rate = 1e-3
+  config.num_epochs = 30
+  return config
