@@ -146,10 +146,10 @@ def test_the_vq_loop_skips_or_stops_naming_the_step_and_term(tmp_path):
   ok = dict(loss=np.ones(n), grad_norm=np.ones(n), perplexity=np.full(n, 2.0),
             dead_codes=np.zeros(n, np.int32), skipped_updates=np.zeros(n, np.int32))
 
-  def fit(metrics, workdir, **overrides):
+  def fit(metrics, workdir, cfg=None):
     def epoch_fn(state, data, epoch, train_key, data_key):
       return state.replace(step=state.step + n), {k: np.asarray(v) for k, v in metrics.items()}
-    return loop.fit(tiny_config(**overrides), workdir, state=CountingState(step=jnp.int32(0)),
+    return loop.fit(cfg or tiny_config(), workdir, state=CountingState(step=jnp.int32(0)),
                     epoch_fn=epoch_fn, data=np.zeros((64, 1)), keys=train.RunKeys.from_seed(0),
                     schedule=lambda step: 1e-3, validate=lambda state: {"recon": 1.0})
 
@@ -159,9 +159,11 @@ def test_the_vq_loop_skips_or_stops_naming_the_step_and_term(tmp_path):
             r"non-finite loss, gradient \(grad_norm\) at step 1 \(epoch 1, batch 1\).*the newest good "
             r"checkpoint \(epoch 0\).*config.skip_nonfinite_updates.*config.debug_nans"),
            (dict(ok, skipped_updates=np.ones(n, np.int32)), r"all 4 updates of epoch 1 were skipped")]
+  no_debug_field = tiny_config()  # a trainer whose config has no debug_nans field (experiments/semisupervised)
+  del no_debug_field["debug_nans"]
   for i, (metrics, match) in enumerate(stops):
     with pytest.raises(train.NonFiniteError, match=match):
-      fit(metrics, tmp_path / f"stop{i}")
+      fit(metrics, tmp_path / f"stop{i}", cfg=no_debug_field if i == 0 else None)
   skipped = dict(ok, loss=np.array([1, np.nan, 3, 2]), skipped_updates=np.array([0, 1, 0, 0], np.int32))
   state, last = fit(skipped, tmp_path / "skip")
   assert int(state.step) == 2 * n

@@ -86,7 +86,7 @@ def fit(config, workdir: Path, *, state, epoch_fn: Callable, data, keys: train.R
 
   Args:
     config: has num_epochs, batch_size, eval_every_epochs, checkpoint_every_epochs,
-      keep_checkpoints, progress, debug_nans.
+      keep_checkpoints, progress; optionally debug_nans (jax_debug_nans on for the run).
     workdir: holds ``checkpoints/`` and ``metrics.jsonl``.
     state: the initial train state (also the template checkpoints are restored into).
     epoch_fn: from ``make_epoch``; data: its training data pytree (on the device).
@@ -116,7 +116,7 @@ def fit(config, workdir: Path, *, state, epoch_fn: Callable, data, keys: train.R
     from tqdm.auto import tqdm
     bar = tqdm(total=total_epochs, initial=start_epoch, desc="train", unit="epoch")
   debug = contextlib.ExitStack()
-  debug.enter_context(train.debug_nans(config.debug_nans))
+  debug.enter_context(train.debug_nans(bool(config.get("debug_nans", False))))
   try:
     for epoch in epochs:
       t0 = time.perf_counter()
