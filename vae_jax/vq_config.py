@@ -36,6 +36,10 @@ _TRAINING_FIELDS = {
     "keep_checkpoints": _c.Int(1, 1000),
     "progress": _c.Bool(),
     "eval.batch_size": _c.Int(1),
+}
+
+# Non-finite handling of the VQ-VAE and prior trainers (see README, Reliability): as the core config.
+_NONFINITE_FIELDS = {
     "skip_nonfinite_updates": _c.Bool(),
     "skip_threshold": _c.Float(0.0, 1e30),
     "debug_nans": _c.Bool(),
@@ -63,6 +67,7 @@ VQVAE_FIELDS = {
     "vq.restart": _c.Bool(),
     "vq.dead_threshold": _c.Float(0.0, 1e9),
     **_TRAINING_FIELDS,
+    **_NONFINITE_FIELDS,
 }
 
 # Every field of experiments/configs/vq/prior_mnist.py.
@@ -75,6 +80,7 @@ PRIOR_FIELDS = {
     "model.output_features": _c.Int(1, _c.MAX_WIDTH),
     "model.num_classes": _c.Int(0, _c.MAX_WIDTH),
     **_TRAINING_FIELDS,
+    **_NONFINITE_FIELDS,
 }
 
 
