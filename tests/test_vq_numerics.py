@@ -30,6 +30,7 @@ pytestmark = pytest.mark.usefixtures("fast_compiling_rng")
 SETTINGS = settings(max_examples=25, deadline=None, database=None)
 K, D = 5, 3
 EPS32 = float(np.finfo(np.float32).eps)
+TINY32 = float(np.finfo(np.float32).tiny)  # XLA:CPU flushes subnormal results (below this) to zero
 TRIED = {}  # test name -> hypothesis examples run (printed by the last test of the module)
 
 
@@ -99,7 +100,7 @@ def test_nearest_code_and_quantizer_terms_at_huge_and_tiny_scales(z, codebook, i
     np.testing.assert_array_equal(idx, 0)
   e = f64(codebook)[idx]
   # The forward value is the code, up to the rounding of z + (e - z).
-  assert np.all(np.abs(f64(q["z_q"]) - e) <= 2 * EPS32 * (np.abs(f64(z)) + np.abs(e)) + 1e-45)
+  assert np.all(np.abs(f64(q["z_q"]) - e) <= 2 * EPS32 * (np.abs(f64(z)) + np.abs(e)) + 2 * TINY32)
   ref = np.sum((f64(z) - e) ** 2, axis=-1)
   np.testing.assert_allclose(q["commitment_loss"], ref, rtol=1e-5, atol=1e-37)
   np.testing.assert_array_equal(q["codebook_loss"], q["commitment_loss"])
@@ -137,9 +138,12 @@ def test_ema_update_with_unassigned_codes_against_a_float64_computation(count_, 
   np.testing.assert_allclose(new.count, n, rtol=1e-5, atol=1e-30)
   np.testing.assert_allclose(new.embed_sum, m, rtol=1e-4, atol=1e-4 * np.abs(m).max() + 1e-37)
   want = m / smoothed[:, None]
-  np.testing.assert_allclose(new_codebook, want, rtol=1e-4, atol=1e-4 * np.abs(want).max() + 1e-37)
+  # (a sum m_k below TINY32 is flushed to zero: an absolute error of up to TINY32 / N~_k in e_k)
+  atol = 1e-4 * np.abs(want).max() + 2 * TINY32 / smoothed.min()
+  np.testing.assert_allclose(new_codebook, want, rtol=1e-4, atol=atol)
   # An unassigned code keeps its direction: e_K = decay m_K / N~_K.
-  assert np.all(np.sign(np.asarray(new_codebook)[-1]) == np.sign(want[-1]))
+  resolved = np.abs(want[-1]) > atol
+  assert np.all(np.sign(np.asarray(new_codebook)[-1])[resolved] == np.sign(want[-1])[resolved])
   count("ema_update")
 
 
@@ -319,7 +323,7 @@ def test_vqvae_loss_and_gradients_at_extreme_outputs_all_zero_and_all_max_images
   d = np.sum((f64(z)[None] - f64(codebook)) ** 2, axis=-1)
   grid = 4  # 2 x 2 positions, each z_e = z
   tol = 8 * EPS32 * (np.sum(f64(z) ** 2) + np.sum(f64(codebook) ** 2, -1).max()) + 1e-36
-  assert d.min() * grid * (1 - 1e-5) <= aux["commitment_loss"] <= (d.min() + tol) * grid * (1 + 1e-5) + 1e-37
+  assert d.min() * grid * (1 - 1e-5) - grid * D * TINY32 <= aux["commitment_loss"] <= (d.min() + tol) * grid * (1 + 1e-5) + 1e-37
   count(f"vqvae_loss ({likelihood})")
 
 
