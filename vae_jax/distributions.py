@@ -172,12 +172,17 @@ def categorical_log_prob(levels: jax.Array, logits: jax.Array, event_ndim: int =
   return _sum_event(lp, event_ndim)
 
 
-def _log_sigmoid_difference(a: jax.Array, b: jax.Array) -> jax.Array:
-  """log(sigmoid(a) - sigmoid(b)) for a > b, stable in both tails.
+def _log_sigmoid_difference(a: jax.Array, b: jax.Array, log_d: jax.Array) -> jax.Array:
+  """log(sigmoid(a) - sigmoid(b)) for a > b with log(a - b) = ``log_d``, stable in both tails.
 
-  sigmoid(a) - sigmoid(b) = sigmoid(a) sigmoid(-b) (1 - exp(b - a)).
+  sigmoid(a) - sigmoid(b) = sigmoid(a) sigmoid(-b) (1 - exp(-d)), d = a - b.
+  d comes in log space: for a very wide logistic d underflows to 0 and
+  log(1 - exp(-d)) = log d - d / 2 + O(d^2) keeps its value and gradient finite.
   """
-  return jax.nn.log_sigmoid(a) + jax.nn.log_sigmoid(-b) + jnp.log(-jnp.expm1(b - a))
+  d = jnp.exp(log_d)
+  small = d < 1e-3
+  log1mexp = jnp.where(small, log_d - 0.5 * d, jnp.log(-jnp.expm1(-jnp.where(small, 1.0, d))))
+  return jax.nn.log_sigmoid(a) + jax.nn.log_sigmoid(-b) + log1mexp
 
 
 def discretized_logistic_log_prob(levels: jax.Array, mean: jax.Array, log_scale: jax.Array,
@@ -199,7 +204,8 @@ def discretized_logistic_log_prob(levels: jax.Array, mean: jax.Array, log_scale:
   inv_s = jnp.exp(-log_scale)
   upper = (centre - mean + 1.0 / (NUM_LEVELS - 1)) * inv_s
   lower = (centre - mean - 1.0 / (NUM_LEVELS - 1)) * inv_s
+  log_width = math.log(2.0 / (NUM_LEVELS - 1)) - log_scale  # log(upper - lower), exact
   lp = jnp.where(levels <= 0, jax.nn.log_sigmoid(upper),
                  jnp.where(levels >= NUM_LEVELS - 1, jax.nn.log_sigmoid(-lower),
-                           _log_sigmoid_difference(upper, lower)))
+                           _log_sigmoid_difference(upper, lower, log_width)))
   return _sum_event(lp, event_ndim)

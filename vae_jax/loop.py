@@ -6,13 +6,16 @@ the workdir's ``config.json`` and the resume check (``train._config_diff``),
 ``fold_in(data_key, epoch)``), one jitted ``lax.scan`` per epoch with the state
 donated, Orbax checkpoints (``checkpointing.Checkpointer``), ``metrics.jsonl``
 rows, the crash clean-up (half-written checkpoints, unreadable ones set aside,
-atomic ``config.json``), the stop on a NaN or inf metric, and the progress bar. A trainer brings
+atomic ``config.json``), the non-finite handling (``train.run_epoch``: skipped
+updates counted, or a stop naming the step and term; ``config.debug_nans``), and
+the progress bar. A trainer brings
 its step, its data (any pytree of arrays with a leading example axis) and a
 validation function.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -20,7 +23,6 @@ from pathlib import Path
 from typing import Callable
 
 import jax
-import numpy as np
 
 from vae_jax import checkpointing
 from vae_jax import compilation
@@ -49,23 +51,31 @@ def write_config(config, workdir: Path) -> None:
   train._write_atomic(workdir / "config.json", config.to_json(indent=2))
 
 
-def make_epoch(step: Callable, batch_size: int) -> Callable:
+def make_epoch(step: Callable, batch_size: int, *, stepwise: bool = False) -> Callable:
   """A jitted ``epoch(state, data, epoch, train_key, data_key) -> (state, metrics [num_batches])``.
 
   ``step(state, batch, key) -> (state, metrics)``; ``data`` is a pytree of
   device arrays with a common leading axis, cut into batches by a permutation
   from ``fold_in(data_key, epoch)``; the step key is ``fold_in(train_key,
-  state.step)``. The state is donated.
+  state.step)``. The state is donated. ``stepwise`` (debug mode): one jitted
+  step per batch driven from Python (``train.run_stepwise``) instead of one scan.
   """
-  def epoch_fn(state, data, epoch, train_key, data_key):
+  def body(state, idx, data, train_key):
+    batch = jax.tree.map(lambda a: a[idx], data)
+    return step(state, batch, jax.random.fold_in(train_key, state.step))
+
+  def batches(data, epoch, data_key):
     n = jax.tree.leaves(data)[0].shape[0]
-    batches = data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), n, batch_size)
+    return data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), n, batch_size)
 
-    def body(state, idx):
-      batch = jax.tree.map(lambda a: a[idx], data)
-      return step(state, batch, jax.random.fold_in(train_key, state.step))
+  if stepwise:
+    body_jit = compilation.jit(body)
+    return lambda state, data, epoch, train_key, data_key: train.run_stepwise(
+        lambda state, idx: body_jit(state, idx, data, train_key), state, batches(data, epoch, data_key))
 
-    return jax.lax.scan(body, state, batches)
+  def epoch_fn(state, data, epoch, train_key, data_key):
+    return jax.lax.scan(lambda state, idx: body(state, idx, data, train_key), state,
+                        batches(data, epoch, data_key))
 
   return compilation.jit(epoch_fn, donate_argnums=(0,))
 
@@ -76,7 +86,7 @@ def fit(config, workdir: Path, *, state, epoch_fn: Callable, data, keys: train.R
 
   Args:
     config: has num_epochs, batch_size, eval_every_epochs, checkpoint_every_epochs,
-      keep_checkpoints, progress.
+      keep_checkpoints, progress; optionally debug_nans (jax_debug_nans on for the run).
     workdir: holds ``checkpoints/`` and ``metrics.jsonl``.
     state: the initial train state (also the template checkpoints are restored into).
     epoch_fn: from ``make_epoch``; data: its training data pytree (on the device).
@@ -105,24 +115,18 @@ def fit(config, workdir: Path, *, state, epoch_fn: Callable, data, keys: train.R
   if config.progress and len(epochs):
     from tqdm.auto import tqdm
     bar = tqdm(total=total_epochs, initial=start_epoch, desc="train", unit="epoch")
+  debug = contextlib.ExitStack()
+  debug.enter_context(train.debug_nans(bool(config.get("debug_nans", False))))
   try:
     for epoch in epochs:
       t0 = time.perf_counter()
-      state, step_metrics = epoch_fn(state, data, epoch, keys.train, keys.data)
-      step_metrics = jax.device_get(step_metrics)
+      state, train_row = train.run_epoch(epoch_fn, state, data, epoch, keys,
+                                         steps_per_epoch=steps_per_epoch, ckpt=ckpt)
       seconds = time.perf_counter() - t0
-      bad = train._first_non_finite(step_metrics)
-      if bad is not None:
-        i, terms = bad
-        raise train.NonFiniteError(
-            f"non-finite {', '.join(terms)} at step {(epoch - 1) * steps_per_epoch + i} (epoch "
-            f"{epoch}, batch {i}); the run stopped and the newest good checkpoint (epoch "
-            f"{max(ckpt.epochs(), default=0)}) is kept in {ckpt.directory}. Lower the learning "
-            "rate or set config.optimizer.grad_clip_norm.")
       row = {"epoch": epoch, "step": int(state.step), "seconds": seconds,
              "examples_per_s": steps_per_epoch * config.batch_size / seconds,
              "learning_rate": float(schedule(int(state.step) - 1))}
-      row.update({f"train_{k}": float(np.mean(v)) for k, v in step_metrics.items()})
+      row.update(train_row)
       if epoch % config.eval_every_epochs == 0 or epoch == total_epochs:
         row.update({f"val_{k}": v for k, v in validate(state).items()})
       train._append_jsonl(metrics_path, row)
@@ -133,6 +137,7 @@ def fit(config, workdir: Path, *, state, epoch_fn: Callable, data, keys: train.R
         bar.update(1)
         bar.set_postfix({k: f"{row[k]:.3g}" for k in postfix if k in row})
   finally:
+    debug.close()
     if bar is not None:
       bar.close()
     ckpt.close()

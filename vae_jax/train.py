@@ -173,20 +173,31 @@ def train_step(state: TrainState, raw_batch: jax.Array, key: jax.Array, *, model
 
   (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params)
   grad_norm = _global_norm(grads)
-  new_state = state.apply_gradients(grads)
-  skipped = jnp.zeros((), jnp.int32)
-  if skip_nonfinite or skip_threshold > 0:
-    skip = jnp.zeros((), bool)
-    if skip_nonfinite:
-      skip = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
-    if skip_threshold > 0:
-      skip = skip | ~(grad_norm <= skip_threshold)  # a NaN norm is skipped too
-    keep_old = lambda old, new: jnp.where(skip, old, new)
-    new_state = new_state.replace(params=jax.tree.map(keep_old, state.params, new_state.params),
-                                  opt_state=jax.tree.map(keep_old, state.opt_state, new_state.opt_state))
-    skipped = skip.astype(jnp.int32)
+  new_state, skipped = skip_update(state, state.apply_gradients(grads), loss, grad_norm,
+                                   skip_nonfinite=skip_nonfinite, skip_threshold=skip_threshold)
   return new_state, dict(loss=loss, grad_norm=grad_norm, kl_weight=weight, skipped_updates=skipped,
                          **aux)
+
+
+def skip_update(old, new, loss: jax.Array, grad_norm: jax.Array, *, skip_nonfinite: bool,
+                skip_threshold: float):
+  """(state, skipped): ``new``, or ``old`` with ``new``'s step counter when the update is skipped.
+
+  Skipped (on the device, no host sync): with ``skip_nonfinite`` when the loss
+  or gradient norm is NaN or inf, with ``skip_threshold > 0`` when the gradient
+  norm exceeds it (or is not finite). Every other field of the state (params,
+  optimizer state, a trainer's own statistics such as a VQ-VAE's codebook
+  counts) keeps its old value. ``skipped`` is an int32 0 / 1.
+  """
+  if not (skip_nonfinite or skip_threshold > 0):
+    return new, jnp.zeros((), jnp.int32)
+  skip = jnp.zeros((), bool)
+  if skip_nonfinite:
+    skip = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
+  if skip_threshold > 0:
+    skip = skip | ~(grad_norm <= skip_threshold)  # a NaN norm is skipped too
+  kept = jax.tree.map(lambda o, n: jnp.where(skip, o, n), old.replace(step=new.step), new)
+  return kept, skip.astype(jnp.int32)
 
 
 def _global_norm(tree) -> jax.Array:
@@ -241,17 +252,67 @@ def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float 
     def stepwise_epoch(state, images, epoch, train_key, data_key):
       batches = data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), num_examples(images),
                                              batch_size)
-      metrics = []
-      for idx in batches:
-        try:
-          state, m = body_jit(state, idx, images, train_key)
-        except FloatingPointError as e:
-          raise FloatingPointError(f"{e} at step {int(state.step)}") from e
-        metrics.append(m)
-      return state, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
+      return run_stepwise(lambda state, idx: body_jit(state, idx, images, train_key), state, batches)
 
     return stepwise_epoch
   return compilation.jit(train_epoch, donate_argnums=(0,))
+
+
+def run_stepwise(step: Callable, state, batches) -> tuple[Any, dict]:
+  """Debug mode's epoch: ``step(state, idx) -> (state, metrics)`` (jitted) once per row of
+  ``batches``, driven from Python; -> (state, metrics stacked [num_batches]).
+
+  Under ``jax_debug_nans`` a step that makes a NaN re-runs op by op and raises
+  FloatingPointError naming the op; the step number is added here.
+  """
+  metrics = []
+  for idx in batches:
+    try:
+      state, m = step(state, idx)
+    except FloatingPointError as e:
+      raise FloatingPointError(f"{e} at step {int(state.step)}") from e
+    metrics.append(m)
+  return state, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
+
+
+def run_epoch(train_epoch: Callable, state, data, epoch: int, keys: RunKeys, *, steps_per_epoch: int,
+              ckpt: checkpointing.Checkpointer) -> tuple[Any, dict]:
+  """Runs one epoch and checks its per-step metrics; -> (state, {"train_<name>": epoch mean}).
+
+  The means are over the applied updates; ``train_skipped_updates`` counts the
+  others. Raises NonFiniteError naming the step and the offending term when an
+  applied step has a non-finite metric, when every update was skipped, or (debug
+  mode, ``jax_debug_nans`` on) at the op that made a NaN; each names the newest
+  good checkpoint, which is kept.
+  """
+  kept_ckpt = lambda: f"the newest good checkpoint (epoch {max(ckpt.epochs(), default=0)}) is kept in {ckpt.directory}"
+  try:
+    state, step_metrics = train_epoch(state, data, epoch, keys.train, keys.data)
+  except FloatingPointError as e:  # config.debug_nans: raised at the op that made the NaN
+    raise NonFiniteError(f"{e} in epoch {epoch} (steps {(epoch - 1) * steps_per_epoch} to "
+                         f"{epoch * steps_per_epoch - 1}); {kept_ckpt()}") from e
+  step_metrics = jax.device_get(step_metrics)
+  bad = _first_non_finite(step_metrics)
+  skipped = step_metrics.pop("skipped_updates", np.zeros(steps_per_epoch, np.int32))
+  if np.all(skipped):
+    raise NonFiniteError(f"all {len(skipped)} updates of epoch {epoch} were skipped (non-finite or "
+                         f"above config.skip_threshold): the run is stuck; {kept_ckpt()}")
+  if bad is not None:
+    i, terms = bad
+    step = (epoch - 1) * steps_per_epoch + i
+    raise NonFiniteError(
+        f"non-finite {', '.join(terms)} at step {step} (epoch {epoch}, batch {i}); the run "
+        f"stopped and {kept_ckpt()}. Lower the learning rate, set config.optimizer.grad_clip_norm "
+        "or config.skip_nonfinite_updates, or find the op with config.debug_nans.")
+  kept = skipped == 0  # means over the updates that were applied
+  row = {f"train_{k}": float(np.mean(np.asarray(v)[kept])) for k, v in step_metrics.items()}
+  row["train_skipped_updates"] = int(np.sum(skipped))
+  return state, row
+
+
+def debug_nans(enabled: bool) -> contextlib.AbstractContextManager:
+  """``jax_debug_nans`` on for the ``with`` block when ``enabled`` (config.debug_nans), restored after."""
+  return jax.debug_nans(True) if enabled else contextlib.nullcontext()
 
 
 def _first_non_finite(metrics: dict) -> tuple[int, list[str]] | None:
@@ -459,39 +520,17 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
     from tqdm.auto import tqdm
     bar = tqdm(total=total_epochs, initial=start_epoch, desc="train", unit="epoch")
   debug = contextlib.ExitStack()
-  if config.debug_nans:
-    debug.enter_context(jax.debug_nans(True))
+  debug.enter_context(debug_nans(config.debug_nans))
   try:
     for epoch in epochs:
       t0 = time.perf_counter()
-      try:
-        state, step_metrics = train_epoch(state, train_images, epoch, keys.train, keys.data)
-      except FloatingPointError as e:  # config.debug_nans: raised at the op that made the NaN
-        raise NonFiniteError(f"{e} in epoch {epoch} (steps {(epoch - 1) * steps_per_epoch} to "
-                             f"{epoch * steps_per_epoch - 1}); the newest good checkpoint (epoch "
-                             f"{max(ckpt.epochs(), default=0)}) is kept in {ckpt.directory}") from e
-      step_metrics = jax.device_get(step_metrics)
+      state, train_row = run_epoch(train_epoch, state, train_images, epoch, keys,
+                                   steps_per_epoch=steps_per_epoch, ckpt=ckpt)
       seconds = time.perf_counter() - t0
-      bad = _first_non_finite(step_metrics)
-      skipped = step_metrics.pop("skipped_updates")
-      if np.all(skipped):
-        raise NonFiniteError(f"all {len(skipped)} updates of epoch {epoch} were skipped (non-finite or "
-                             f"above config.skip_threshold): the run is stuck; the newest good checkpoint "
-                             f"(epoch {max(ckpt.epochs(), default=0)}) is kept in {ckpt.directory}")
-      if bad is not None:
-        i, terms = bad
-        step = (epoch - 1) * steps_per_epoch + i
-        raise NonFiniteError(
-            f"non-finite {', '.join(terms)} at step {step} (epoch {epoch}, batch {i}); the run "
-            f"stopped and the newest good checkpoint (epoch {max(ckpt.epochs(), default=0)}) is "
-            f"kept in {ckpt.directory}. Lower the learning rate, set config.optimizer.grad_clip_norm "
-            "or config.skip_nonfinite_updates, or find the op with config.debug_nans.")
       row = {"epoch": epoch, "step": int(state.step), "seconds": seconds,
              "examples_per_s": steps_per_epoch * config.batch_size / seconds,
              "learning_rate": float(schedule(int(state.step) - 1))}
-      kept = skipped == 0  # means over the updates that were applied
-      row.update({f"train_{k}": float(np.mean(v[kept])) for k, v in step_metrics.items()})
-      row["train_skipped_updates"] = int(np.sum(skipped))
+      row.update(train_row)
       if epoch % config.eval_every_epochs == 0 or epoch == total_epochs:
         val = eval_lib.evaluate(model, state.params, val_images, labels=val_labels, key=keys.eval,
                                 mode=config.data.mode,

@@ -38,6 +38,13 @@ _TRAINING_FIELDS = {
     "eval.batch_size": _c.Int(1),
 }
 
+# Non-finite handling of the VQ-VAE and prior trainers (see README, Reliability): as the core config.
+_NONFINITE_FIELDS = {
+    "skip_nonfinite_updates": _c.Bool(),
+    "skip_threshold": _c.Float(0.0, 1e30),
+    "debug_nans": _c.Bool(),
+}
+
 # Every field of experiments/configs/vq/vqvae_mnist.py; unknown and missing fields are refused.
 VQVAE_FIELDS = {
     "data.name": _c.Choice(tuple(data_lib.DATASETS)),
@@ -60,6 +67,7 @@ VQVAE_FIELDS = {
     "vq.restart": _c.Bool(),
     "vq.dead_threshold": _c.Float(0.0, 1e9),
     **_TRAINING_FIELDS,
+    **_NONFINITE_FIELDS,
 }
 
 # Every field of experiments/configs/vq/prior_mnist.py.
@@ -72,6 +80,7 @@ PRIOR_FIELDS = {
     "model.output_features": _c.Int(1, _c.MAX_WIDTH),
     "model.num_classes": _c.Int(0, _c.MAX_WIDTH),
     **_TRAINING_FIELDS,
+    **_NONFINITE_FIELDS,
 }
 
 

@@ -1,7 +1,8 @@
 """Training the VQ-VAE, then a PixelCNN prior on its codes (two stages).
 
 Both stages run on ``loop.fit`` (the core trainer's keys, scan epochs,
-checkpoints, metrics rows, resume check and NaN stop). The VQ-VAE state is the
+checkpoints, metrics rows, resume check, and the core's non-finite handling:
+skipped updates or a named stop, ``debug_nans``). The VQ-VAE state is the
 core ``TrainState`` plus the codebook statistics (``quantization.CodebookStats``):
 the EMA codebook update and the dead-code restarts run inside the jitted step,
 after the optimizer update, and write the codebook param.
@@ -51,13 +52,16 @@ def _with_codebook(params, codebook):
 
 def train_step(state: VQTrainState, raw_batch: jax.Array, key: jax.Array, *, model, loss_fn,
                mode: str, ema: bool, decay: float, epsilon: float, restart: bool,
-               dead_threshold: float):
+               dead_threshold: float, skip_nonfinite: bool = False, skip_threshold: float = 0.0):
   """One step on a uint8 batch [B, H, W, C]: gradients, then the codebook update; -> (state, metrics).
 
   The codebook update uses this batch's encoder outputs and codes (from the
   forward pass): the EMA step (``ema``) or only the usage counts, then, with
   ``restart``, dead codes (usage EMA < ``dead_threshold``) move onto encoder
-  outputs drawn with this step's restart key.
+  outputs drawn with this step's restart key. ``skip_nonfinite`` /
+  ``skip_threshold``: as ``train.train_step``; a skipped step keeps the
+  parameters, optimizer state and codebook statistics (``train.skip_update``).
+  Metrics include ``skipped_updates`` (0 / 1).
   """
   data_key, loss_key, restart_key = jax.random.split(key, 3)
   x = vqvae.model_input(raw_batch, data_key, mode, model.likelihood)
@@ -69,10 +73,10 @@ def train_step(state: VQTrainState, raw_batch: jax.Array, key: jax.Array, *, mod
     return jnp.mean(loss), (jax.tree.map(jnp.mean, aux), z_e, indices)
 
   (loss, (aux, z_e, indices)), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params)
-  state = state.apply_gradients(grads)
+  new_state = state.apply_gradients(grads)
   counts = vq.code_counts(indices, model.num_codes)
-  stats = state.codebook_stats
-  codebook = state.params["quantizer"]["codebook"]
+  stats = new_state.codebook_stats
+  codebook = new_state.params["quantizer"]["codebook"]
   if ema:
     stats, codebook = vq.ema_update(stats, z_e, indices, decay=decay, eps=epsilon)
   else:
@@ -80,9 +84,12 @@ def train_step(state: VQTrainState, raw_batch: jax.Array, key: jax.Array, *, mod
   dead = jnp.sum(stats.count < dead_threshold)
   if restart:
     codebook, stats, _ = vq.restart_dead_codes(restart_key, codebook, stats, z_e, threshold=dead_threshold)
-  state = state.replace(params=_with_codebook(state.params, codebook), codebook_stats=stats)
-  return state, dict(loss=loss, grad_norm=train._global_norm(grads), dead_codes=dead,
-                     **vq.usage_metrics(counts), **aux)
+  new_state = new_state.replace(params=_with_codebook(new_state.params, codebook), codebook_stats=stats)
+  grad_norm = train._global_norm(grads)
+  new_state, skipped = train.skip_update(state, new_state, loss, grad_norm, skip_nonfinite=skip_nonfinite,
+                                         skip_threshold=skip_threshold)
+  return new_state, dict(loss=loss, grad_norm=grad_norm, dead_codes=dead, skipped_updates=skipped,
+                         **vq.usage_metrics(counts), **aux)
 
 
 def make_loss(config):
@@ -122,7 +129,8 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   step = jax.tree_util.Partial(
       train_step, model=model, loss_fn=loss_fn or make_loss(config), mode=config.data.mode,
       ema=config.vq.ema, decay=config.vq.decay, epsilon=config.vq.epsilon,
-      restart=config.vq.restart, dead_threshold=config.vq.dead_threshold)
+      restart=config.vq.restart, dead_threshold=config.vq.dead_threshold,
+      skip_nonfinite=config.skip_nonfinite_updates, skip_threshold=config.skip_threshold)
   val_images = datasets["validation"].images
 
   def validate(state):
@@ -130,9 +138,9 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
                                key=keys.eval, batch_size=config.eval.batch_size)
     return {k: v for k, v in out.items() if k != "num_images"}
 
-  state, last = loop.fit(config, workdir, state=state, epoch_fn=loop.make_epoch(step, config.batch_size),
-                         data=train_images, keys=keys, schedule=schedule, validate=validate,
-                         postfix=("train_recon", "train_perplexity", "val_recon"))
+  epoch_fn = loop.make_epoch(step, config.batch_size, stepwise=config.debug_nans)
+  state, last = loop.fit(config, workdir, state=state, epoch_fn=epoch_fn, data=train_images, keys=keys,
+                         schedule=schedule, validate=validate, postfix=("train_recon", "train_perplexity", "val_recon"))
   _save_reconstructions(model, state.params, val_images, keys.eval, config.data.mode, workdir)
   return state, last
 
@@ -146,8 +154,12 @@ def _save_reconstructions(model, params, images, key, mode, workdir: Path) -> No
 
 # -- stage 2: the prior ---------------------------------------------------------------
 
-def prior_train_step(state: train.TrainState, batch: dict, key: jax.Array, *, model, loss_fn):
-  """One step on a batch {"codes": int [B, h, w], "labels": int [B] (conditional priors only)}."""
+def prior_train_step(state: train.TrainState, batch: dict, key: jax.Array, *, model, loss_fn,
+                     skip_nonfinite: bool = False, skip_threshold: float = 0.0):
+  """One step on a batch {"codes": int [B, h, w], "labels": int [B] (conditional priors only)}.
+
+  ``skip_nonfinite`` / ``skip_threshold``: as ``train.train_step``.
+  """
   codes, labels = batch["codes"], batch.get("labels")
   example_keys = jax.random.split(key, codes.shape[0])
 
@@ -157,8 +169,10 @@ def prior_train_step(state: train.TrainState, batch: dict, key: jax.Array, *, mo
     return jnp.mean(loss), jax.tree.map(jnp.mean, aux)
 
   (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params)
-  state = state.apply_gradients(grads)
-  return state, dict(loss=loss, grad_norm=train._global_norm(grads), **aux)
+  grad_norm = train._global_norm(grads)
+  state, skipped = train.skip_update(state, state.apply_gradients(grads), loss, grad_norm,
+                                     skip_nonfinite=skip_nonfinite, skip_threshold=skip_threshold)
+  return state, dict(loss=loss, grad_norm=grad_norm, skipped_updates=skipped, **aux)
 
 
 def _labels(split: data_lib.Split, prior, name: str):
@@ -216,7 +230,9 @@ def train_prior(config, workdir: str | Path, *, datasets: dict[str, data_lib.Spl
   schedule = config_lib.make_schedule(config.optimizer, steps_per_epoch, config.num_epochs)
   tx = config_lib.make_optimizer(config.optimizer, schedule)
   state = vq_evaluate.new_prior_state(prior, keys.init, tx)
-  step = jax.tree_util.Partial(prior_train_step, model=prior, loss_fn=loss_fn or losses.prior_nll_loss)
+  step = jax.tree_util.Partial(prior_train_step, model=prior, loss_fn=loss_fn or losses.prior_nll_loss,
+                               skip_nonfinite=config.skip_nonfinite_updates,
+                               skip_threshold=config.skip_threshold)
 
   def validate(state):
     lp = vq_evaluate.prior_log_prob(prior, state.params, val_codes, val_labels,
@@ -224,9 +240,9 @@ def train_prior(config, workdir: str | Path, *, datasets: dict[str, data_lib.Spl
     nll = float(-np.mean(lp))
     return dict(nll=nll, nats_per_code=nll / val_codes[0].size)
 
-  state, last = loop.fit(config, workdir, state=state, epoch_fn=loop.make_epoch(step, config.batch_size),
-                         data=data, keys=keys, schedule=schedule, validate=validate,
-                         postfix=("train_nll", "val_nll"))
+  epoch_fn = loop.make_epoch(step, config.batch_size, stepwise=config.debug_nans)
+  state, last = loop.fit(config, workdir, state=state, epoch_fn=epoch_fn, data=data, keys=keys,
+                         schedule=schedule, validate=validate, postfix=("train_nll", "val_nll"))
   save_samples(vq_model, vq_run.params, prior, state.params, jax.random.fold_in(keys.eval, 1),
                workdir / "figures" / "samples.png")
   return state, last
