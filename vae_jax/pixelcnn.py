@@ -21,6 +21,7 @@ Grids are int32 [..., h, w] with values in [0, K).
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -134,11 +135,12 @@ class GatedPixelCNN(nn.Module):
     return jnp.sum(per_position, axis=(-2, -1))
 
 
+@functools.partial(jax.jit, static_argnames="model")
 def init_params(model: GatedPixelCNN, key: jax.Array) -> dict:
-  """Parameters of ``model`` from an explicit key (one compiled program, not op by op)."""
+  """Parameters of ``model`` from an explicit key (one compiled program per model, not op by op)."""
   codes = jnp.zeros(tuple(model.grid_shape), jnp.int32)
   label = jnp.zeros((), jnp.int32) if model.num_classes else None
-  return jax.jit(lambda k: model.init({"params": k}, codes, label)["params"])(key)
+  return model.init({"params": key}, codes, label)["params"]
 
 
 @compilation.jit(static_argnames=("model", "num_samples", "temperature"))

@@ -145,10 +145,15 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   return state, last
 
 
+@functools.partial(jax.jit, static_argnames="model")
+def _reconstruct(model, params, x):
+  return model.apply({"params": params}, x, method=model.reconstruct)
+
+
 def _save_reconstructions(model, params, images, key, mode, workdir: Path) -> None:
   from vae_jax import plotting
   x = vqvae.model_input(jnp.asarray(images[:32]), key, mode, model.likelihood)
-  recon = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.reconstruct))(params, x)
+  recon = _reconstruct(model, params, x)
   plotting.save_reconstructions(np.asarray(x), np.asarray(recon), workdir / "figures" / "reconstructions.png")
 
 

@@ -18,6 +18,7 @@ of the discrete image itself, so its bits/dim need no dequantization offset.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -192,10 +193,10 @@ class VQVAE(nn.Module):
     return self.mean_image(self.decode_codes(self.codes(x)))
 
 
+@functools.partial(jax.jit, static_argnames="model")
 def init_params(model: VQVAE, key: jax.Array) -> dict:
-  """Parameters of ``model`` from an explicit key (one compiled program, not op by op)."""
-  x = jnp.zeros(tuple(model.image_shape), jnp.float32)
-  return jax.jit(lambda k: model.init({"params": k}, x)["params"])(key)
+  """Parameters of ``model`` from an explicit key (one compiled program per model, not op by op)."""
+  return model.init({"params": key}, jnp.zeros(tuple(model.image_shape), jnp.float32))["params"]
 
 
 def model_input(raw: jax.Array, key: jax.Array | None, mode: str, likelihood: str) -> jax.Array:
