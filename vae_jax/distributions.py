@@ -134,6 +134,12 @@ def mixture_gaussian_log_prob(z: jax.Array, log_weights: jax.Array, means: jax.A
 
   Returns:
     [...] log-densities.
+
+  Computed directly, component by component. Expanding the square into two
+  matmuls (z^2 a - 2 z m a + m^2 a, a = exp(-logvars)) made the VampPrior's
+  K = 5000 evaluation 2.4x faster (2.8 against 6.7 s per 100 images, 2-core
+  CPU) but cancels for sharp components: 7e-3 nats of error at log-variance
+  -8 (tests/test_priors.py), so it is not used.
   """
   comp = gaussian_log_prob(z[..., None, :], means, logvars)  # [..., K]
   return jax.nn.logsumexp(comp + log_weights, axis=-1)
