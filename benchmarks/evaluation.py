@@ -1,7 +1,7 @@
 """Time of importance-sampled evaluation (K = 5000) of Burda et al.'s MLP VAE, against the matmul peak.
 
     python -m benchmarks.evaluation [--num_images 10000] [--num_samples 5000]
-                                    [--compare_xla_defaults] [--skip_torch]
+                                    [--compare_options] [--skip_torch]
                                     [--out benchmarks/results/evaluation.json]
 
 The model is ``experiments/configs/burda_vae.py`` (784-200-200-50 tanh,
@@ -14,8 +14,9 @@ call first, same shapes).
 The decoder's FLOPs per sample (2 x the multiply-adds of 50->200->200->784)
 times images x K is the work the estimate cannot avoid (about 21 TFLOP for
 10,000 images and K = 5000); it is printed against the measured float32
-matmul peak. ``--compare_xla_defaults`` also times a slice with XLA's default
-CPU options (see ``vae_jax/compilation.py``), and PyTorch (CPU) runs the same
+matmul peak. ``--compare_options`` also times a slice with the compiler
+options the library trains with, and with 25,000 samples per step (see
+``vae_jax/compilation.py``), and PyTorch (CPU) runs the same
 estimator (same network, K samples per image in chunks, logsumexp) on a slice,
 extrapolated per sample.
 """
@@ -103,8 +104,8 @@ def main():
   parser.add_argument("--batch_size", type=int, default=100)
   parser.add_argument("--chunk_size", type=int, default=250)
   parser.add_argument("--synthetic", action="store_true", help="random images instead of MNIST")
-  parser.add_argument("--compare_xla_defaults", action="store_true",
-                      help="also time 100 images with XLA's default CPU options")
+  parser.add_argument("--compare_options", action="store_true",
+                      help="also time a slice with the training compiler options and larger steps")
   parser.add_argument("--skip_torch", action="store_true")
   parser.add_argument("--out", default="benchmarks/results/evaluation.json")
   args = parser.parse_args()
@@ -123,27 +124,33 @@ def main():
   seconds = time_jax(model, params, images, args.num_samples, args.batch_size, args.chunk_size)
   flops = DECODER_FLOPS * len(images) * args.num_samples
   result = {"machine": machine, "args": vars(args), "matmul_peak_gflops": peak,
+            "images_per_step": eval_lib._images_per_step(args.batch_size, min(args.chunk_size, args.num_samples)),
             "decoder_tflop": flops / 1e12, "seconds": seconds,
             "seconds_at_peak": flops / (peak * 1e9), "fraction_of_peak": flops / seconds / (peak * 1e9)}
-  print(f"jax: {len(images)} images x K={args.num_samples}: {seconds:.1f} s; decoder "
+  print(f"jax: {len(images)} images x K={args.num_samples} ({result['images_per_step']} images x {min(args.chunk_size, args.num_samples)} samples per step): {seconds:.1f} s; decoder "
         f"{flops / 1e12:.1f} TFLOP = {result['fraction_of_peak']:.0%} of the {peak:.0f} GFLOP/s "
         f"matmul peak ({result['seconds_at_peak']:.0f} s at peak)")
 
   slice_ = images[:min(100, len(images))]
   per_sample = lambda s, n: s / (n * args.num_samples)
-  if args.compare_xla_defaults:
-    saved = dict(compilation.COMPILER_OPTIONS)
-    compilation.COMPILER_OPTIONS.clear()
-    try:
-      import importlib
-      importlib.reload(eval_lib)  # rebuild the jitted function without the options
-      s = time_jax(model, params, slice_, args.num_samples, args.batch_size, args.chunk_size)
-    finally:
-      compilation.COMPILER_OPTIONS.update(saved)
-      importlib.reload(eval_lib)
-    result["xla_defaults_seconds_extrapolated"] = per_sample(s, len(slice_)) * len(images) * args.num_samples
-    print(f"jax with XLA's default CPU options: {result['xla_defaults_seconds_extrapolated']:.0f} s "
-          f"(extrapolated from {len(slice_)} images)")
+  if args.compare_options:
+    # The same step compiled with the library's training options
+    # (compilation.COMPILER_OPTIONS), and the options' old setting: 100 images x
+    # 250 samples per step (eval_lib.MAX_SAMPLES_PER_STEP lifted).
+    saved = eval_lib._batch_stats, eval_lib.MAX_SAMPLES_PER_STEP
+    variants = {"training_options": (False, saved[1]), "training_options_25k_per_step": (False, 25000),
+                "xla_defaults_25k_per_step": (True, 25000)}
+    for name, (defaults, cap) in variants.items():
+      eval_lib._batch_stats = compilation.jit(eval_lib._batch_stats_fn, static_argnames=eval_lib._STATIC,
+                                              xla_defaults=defaults)
+      eval_lib.MAX_SAMPLES_PER_STEP = cap
+      try:
+        s = time_jax(model, params, slice_, args.num_samples, 100, args.chunk_size)
+      finally:
+        eval_lib._batch_stats, eval_lib.MAX_SAMPLES_PER_STEP = saved
+      result[f"{name}_seconds_extrapolated"] = per_sample(s, len(slice_)) * len(images) * args.num_samples
+      print(f"jax, {name}: {result[f'{name}_seconds_extrapolated']:.0f} s "
+            f"(extrapolated from {len(slice_)} images)")
   if not args.skip_torch:
     try:
       s = time_torch(params, slice_, args.num_samples, args.chunk_size)

@@ -61,3 +61,23 @@ def test_two_layer_model_reports_monte_carlo_kl():
 def test_k_below_one_is_an_error():
   with pytest.raises(ValueError, match="num_samples=0"):
     run(lg.exact_params(), grey_images(), num_samples=0)
+
+
+def test_steps_are_capped_at_max_samples_per_step_without_changing_results(monkeypatch):
+  assert eval_lib._images_per_step(100, 250) == eval_lib.MAX_SAMPLES_PER_STEP // 250
+  assert eval_lib._images_per_step(7, 250) == 7
+  assert eval_lib._images_per_step(100, 10**6) == 1  # one image even when its chunk is larger
+
+  class FourDevices:
+    size = 4
+  assert eval_lib._images_per_step(100, 250, FourDevices()) == 4 * (eval_lib.MAX_SAMPLES_PER_STEP // 250)
+  params, images = lg.exact_params(mean_shift=0.5, logvar_shift=0.5), grey_images(12)
+  a = run(params, images, batch_size=12)  # 12 images x 3 samples per step
+  calls = []
+  real = eval_lib._batch_stats
+  monkeypatch.setattr(eval_lib, "_batch_stats", lambda *a, **k: calls.append(a[2].shape[0]) or real(*a, **k))
+  monkeypatch.setattr(eval_lib, "MAX_SAMPLES_PER_STEP", 7)  # -> 2 images x 3 samples per step
+  b = run(params, images, batch_size=12)
+  assert calls == [2] * 6
+  for k in ("nll", "elbo", "recon", "kl"):
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-5)
