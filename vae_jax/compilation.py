@@ -1,24 +1,36 @@
 """``jit``: ``jax.jit`` with the XLA options this library measured to help.
 
 XLA's CPU backend hands matmuls to YNNPACK and by default fuses the
-elementwise work and reductions that follow a matmul into the same library
-call. In a VAE that work is the likelihood of every pixel of every sample (an
-exp and a log1p each); inside the YNNPACK call it ran about 7x slower than in
-XLA's own fused loop (importance-sampled evaluation of Burda et al.'s MLP:
-``python -m benchmarks.evaluation --compare_xla_defaults`` prints both).
-``LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT`` keeps each matmul a library call of its
-own. The option is a CPU one; other backends do not read it.
+elementwise work and reductions around a matmul into the same library call.
+``LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT`` (``INDIVIDUAL_DOT`` below) instead keeps
+each matmul a library call of its own. Which is faster depends on the step;
+measured on this project's 2-core CPU (jax 0.10.2), examples/s unless noted:
 
-Importance-sampled evaluation is the exception (``jit(..., xla_defaults=True)``):
-with a few thousand samples per compiled step, XLA's default fusion of the
-whole decoder and likelihood into one library call is the faster one there
-(Burda's MLP, K = 5000 on 1,000 test images, 20 images x 250 samples per step,
-2-core CPU: 11.1 s with the defaults, 14.6 s with the option). With 25,000
-samples per step the same fused call ran 1.7x slower than with the option, so
-``evaluate`` bounds the samples per step (``evaluate.MAX_SAMPLES_PER_STEP``).
+============================================  ============  ==============
+step                                          XLA defaults  INDIVIDUAL_DOT
+============================================  ============  ==============
+MLP VAE 784-400-20, batch 128                 47,000-50,800 32,800-38,900
+MLP VAE, batch 1024                           62,000-63,500 50,100-60,600
+IWAE k = 50, Burda's net, batch 100           2,790         1,760
+conv VAE, batch 128 (patches + matmul)        876           885
+VQ-VAE step, batch 100                        1,163         1,130
+VampPrior (K = 500) VAE, batch 100            2,420         6,380
+K = 5000 evaluation, 10,000 test images       104 s         147 s
+============================================  ============  ==============
 
-Edit ``COMPILER_OPTIONS`` (before the functions are built) to change or drop
-the options, e.g. ``COMPILER_OPTIONS.clear()`` for XLA's defaults everywhere.
+(``benchmarks/throughput.py``, ``benchmarks/vq.py``, ``benchmarks/evaluation.py
+--compare_options``; the VampPrior row is ``experiments/configs/vampprior.py``'s
+second epoch.) So the library compiles with XLA's defaults, except the training
+step of a model with a mixture prior (``options_for``): there the fused call
+that evaluates the K x D component densities for every sample ran 2.6x slower.
+Two earlier findings shaped this: the Bernoulli likelihood sums over the
+flattened pixels (``distributions.bernoulli_log_prob``), without which the
+fused call ran about 15x slower, and evaluation bounds the samples per compiled
+step (``evaluate.MAX_SAMPLES_PER_STEP``), without which it ran 1.7x slower.
+The options are CPU ones; other backends do not read them.
+
+Edit ``COMPILER_OPTIONS`` (before the functions are built) to change the
+options of every function, e.g. ``COMPILER_OPTIONS.update(INDIVIDUAL_DOT)``.
 """
 
 from __future__ import annotations
@@ -27,17 +39,27 @@ from typing import Any, Callable
 
 import jax
 
-COMPILER_OPTIONS: dict[str, Any] = {
+COMPILER_OPTIONS: dict[str, Any] = {}  # XLA's defaults
+
+INDIVIDUAL_DOT: dict[str, Any] = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
 }
 
 
-def jit(fun: Callable | None = None, *, xla_defaults: bool = False, **jit_kwargs) -> Callable:
-  """``jax.jit(fun, **jit_kwargs)`` compiled with ``COMPILER_OPTIONS``; usable as a decorator.
+def options_for(model) -> dict[str, Any]:
+  """Compiler options for ``model``'s training step (see the table above)."""
+  if getattr(model, "prior", "standard") in ("mog", "vamp"):
+    return {**INDIVIDUAL_DOT, **COMPILER_OPTIONS}
+  return dict(COMPILER_OPTIONS)
 
-  ``xla_defaults=True`` compiles with XLA's own options instead (see above).
+
+def jit(fun: Callable | None = None, *, options: dict[str, Any] | None = None,
+        **jit_kwargs) -> Callable:
+  """``jax.jit(fun, **jit_kwargs)`` compiled with ``options`` (default ``COMPILER_OPTIONS``).
+
+  Usable as a decorator.
   """
   if fun is None:
-    return lambda f: jit(f, xla_defaults=xla_defaults, **jit_kwargs)
-  options = None if xla_defaults else (dict(COMPILER_OPTIONS) or None)
-  return jax.jit(fun, compiler_options=options, **jit_kwargs)
+    return lambda f: jit(f, options=options, **jit_kwargs)
+  chosen = dict(COMPILER_OPTIONS if options is None else options) or None
+  return jax.jit(fun, compiler_options=chosen, **jit_kwargs)

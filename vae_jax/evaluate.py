@@ -73,7 +73,7 @@ def _batch_stats_fn(model, params, raw, index, key, labels=None, *, mode, num_sa
 
 
 _STATIC = ("model", "mode", "num_samples", "chunk_size")
-_batch_stats = compilation.jit(_batch_stats_fn, static_argnames=_STATIC, xla_defaults=True)
+_batch_stats = compilation.jit(_batch_stats_fn, static_argnames=_STATIC)
 
 
 def _images_per_step(batch_size: int, chunk_size: int, mesh=None) -> int:

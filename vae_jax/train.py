@@ -246,8 +246,9 @@ def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float 
                                            batch_size)
     return jax.lax.scan(lambda state, idx: body(state, idx, images, train_key), state, batches)
 
+  options = compilation.options_for(model)
   if stepwise:
-    body_jit = compilation.jit(body)
+    body_jit = compilation.jit(body, options=options)
 
     def stepwise_epoch(state, images, epoch, train_key, data_key):
       batches = data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), num_examples(images),
@@ -255,7 +256,7 @@ def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float 
       return run_stepwise(lambda state, idx: body_jit(state, idx, images, train_key), state, batches)
 
     return stepwise_epoch
-  return compilation.jit(train_epoch, donate_argnums=(0,))
+  return compilation.jit(train_epoch, donate_argnums=(0,), options=options)
 
 
 def run_stepwise(step: Callable, state, batches) -> tuple[Any, dict]:
