@@ -45,7 +45,7 @@ def run(config, workdir: Path) -> dict:
       name=config.data.name, data_dir=config.data.data_dir, download=config.data.download,
       mode="dynamic", binarize_seed=0))
   splits = {s: data_lib.load_split(data_config, s) for s in ("train", "validation", "test")}
-  labels = {s: ssl.check_labels(splits[s].labels, ssl_config.NUM_CLASSES, what=f"{config.data.name}/{s} labels")
+  labels = {s: data_lib.check_labels(splits[s].labels, ssl_config.NUM_CLASSES, what=f"{config.data.name}/{s} labels")
             for s in splits}
   picked = ssl.balanced_subset(labels["train"], config.num_labelled, ssl.subset_key(config.seed),
                                ssl_config.NUM_CLASSES)

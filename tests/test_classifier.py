@@ -5,19 +5,24 @@ import numpy as np
 import pytest
 
 from vae_jax import classifier as clf
+from vae_jax import data as data_lib
 
 pytestmark = pytest.mark.usefixtures("fast_compiling_rng")
 
 
 @pytest.mark.parametrize("labels, match", [
-    (np.array([0, 1, 10]), r"range over \[0, 10\]"),
-    (np.array([0, -1, 2]), r"range over \[-1, 2\]"),
-    (np.array([0, 1]), "shape"),
-    (np.array([0.0, 1.0, 2.0]), "dtype"),
+    (np.array([0, 1, 10]), r"lie in \[0, 10\]; expected class indices in \[0, 3\).*1 of them out of range \(e.g. \[10\]\)"),
+    (np.array([0, -1, 2]), r"lie in \[-1, 2\]"),
+    (np.array([0, 1]), r"shape \(2,\); expected \(3,\)"),
+    (np.array([0.0, 1.5, 2.0]), "dtype float64 with non-integer values"),
+    (np.array([0.0, np.nan, 2.0]), "non-integer"),
+    (None, "missing"),
 ])
 def test_bad_labels_are_named(labels, match):
-  with pytest.raises(clf.LabelError, match=match):
-    clf.check_labels(labels, 3, 10)
+  images = np.zeros((3, 4, 4, 1), np.float32)
+  model = clf.Classifier(hidden_sizes=(4,), num_classes=3)
+  with pytest.raises(data_lib.DataError, match=match):
+    clf.train_classifier(model, images, labels, jax.random.key(0), num_epochs=1, batch_size=3)
 
 
 def test_match_labels_finds_the_grey_image_each_binary_draw_came_from():
@@ -46,5 +51,6 @@ def test_classifier_learns_which_half_holds_the_ink():
                                         batch_size=32, learning_rate=1e-2)
   assert losses[-1] < 0.5 * losses[0]
   assert clf.accuracy(model, params, images[192:], labels[192:]) > 0.95
-  with pytest.raises(clf.LabelError, match="range"):
+  with pytest.raises(data_lib.DataError, match="out of range"):
     clf.train_classifier(model, images, np.full(256, 2), jax.random.key(0))
+  np.testing.assert_array_equal(data_lib.check_labels(np.array([2.0, 0.0]), 3), [2, 0])  # integral floats pass

@@ -107,8 +107,8 @@ def test_balanced_subset_is_balanced_and_reproducible_from_its_seed():
     (np.arange(50) % 10, 60, "num_labelled=60 is more labels than exist: the data hold 50"),
     (np.r_[np.arange(100) % 10, np.zeros(100, int)], 110, "class 1 has 10"),
     (np.arange(100) % 10, 25, "num_labelled=25 is invalid: expected a positive multiple"),
-    (np.r_[np.arange(100) % 10, [10]], 10, r"out of range \[0, 10\) \(e.g. \[10\]\)"),
-    (np.r_[np.arange(100) % 10, [-1, -1]], 10, r"2 values out of range"),
+    (np.r_[np.arange(100) % 10, [10]], 10, r"\[0, 10\) \(num_classes=10\): 1 of them out of range \(e.g. \[10\]\)"),
+    (np.r_[np.arange(100) % 10, [-1, -1]], 10, r"2 of them out of range"),
     (np.r_[np.arange(10), [2.5]], 10, "non-integer"),
 ])
 def test_bad_labels_and_too_many_requested_labels_are_named(labels, num_labelled, match):

@@ -26,8 +26,9 @@ import optax
 from vae_jax import data as data_lib
 
 
-class LabelError(ValueError):
-  """Labels that cannot be used: wrong shape or count, not integers, out of range."""
+class LabelError(data_lib.DataError):
+  """Labels that cannot be matched to their images (``match_labels``); the label
+  checks themselves raise ``data.DataError`` (``data.check_labels``)."""
 
 
 class Classifier(nn.Module):
@@ -41,19 +42,6 @@ class Classifier(nn.Module):
     for i, width in enumerate(self.hidden_sizes):
       h = jax.nn.relu(nn.Dense(width, name=f"dense_{i}")(h))
     return nn.Dense(self.num_classes, name="logits")(h)
-
-
-def check_labels(labels, num_images: int, num_classes: int) -> np.ndarray:
-  """Labels as int32 [N]; raises LabelError unless there is one integer in [0, num_classes) per image."""
-  labels = np.asarray(labels)
-  if labels.shape != (num_images,):
-    raise LabelError(f"labels have shape {labels.shape}; expected ({num_images},), one per image")
-  if not np.issubdtype(labels.dtype, np.integer):
-    raise LabelError(f"labels have dtype {labels.dtype}; expected integers in [0, {num_classes})")
-  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise LabelError(f"labels range over [{labels.min()}, {labels.max()}]; expected [0, {num_classes}) "
-                     f"(num_classes={num_classes})")
-  return labels.astype(np.int32)
 
 
 def init_params(model: Classifier, key: jax.Array, image_shape) -> dict:
@@ -91,7 +79,7 @@ def train_classifier(model: Classifier, images, labels, key: jax.Array, *, num_e
   The key splits into (init, data); epoch e shuffles with ``fold_in(data, e)``.
   """
   images = np.asarray(images)
-  labels = check_labels(labels, len(images), model.num_classes)
+  labels = data_lib.check_labels(labels, model.num_classes, len(images))
   if not 1 <= batch_size <= len(images):
     raise ValueError(f"batch_size={batch_size} must be in [1, {len(images)}] (the number of images)")
   init_key, data_key = jax.random.split(key)
@@ -121,7 +109,7 @@ def predict(model: Classifier, params, images, *, batch_size: int = 1000) -> np.
 
 
 def accuracy(model: Classifier, params, images, labels, *, batch_size: int = 1000) -> float:
-  labels = check_labels(labels, len(images), model.num_classes)
+  labels = data_lib.check_labels(labels, model.num_classes, len(images))
   return float(np.mean(predict(model, params, images, batch_size=batch_size) == labels))
 
 

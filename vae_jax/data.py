@@ -122,23 +122,34 @@ def check_images(images: np.ndarray, image_shape, *, what: str = "images", binar
                     "images in {0, 1}: binarize them or use data.mode 'dynamic' or 'grey'")
 
 
-def check_labels(labels, num_classes: int, num_images: int, *, what: str = "labels") -> np.ndarray:
-  """The labels of a class-conditional model as int32 [N]; DataError unless they are
-  ``num_images`` integers in [0, num_classes)."""
+def check_labels(labels, num_classes: int, num_images: int | None = None, *,
+                 what: str = "labels") -> np.ndarray:
+  """Class labels as int32 [N]; DataError unless they are integers in [0, num_classes).
+
+  The one label check of the library (conditional VAE, classifier, semi-supervised
+  learning). ``num_images``: the number of labels expected (None: any N).
+  Integer-valued floats are accepted; NaN, fractions and out-of-range values
+  are named with the offending values.
+  """
   if labels is None:
-    raise DataError(f"{what} are missing: a class-conditional model (config.model.num_classes="
-                    f"{num_classes}) needs one label per image; use a labelled dataset (mnist, "
-                    "fashion_mnist, cifar10) or config.model.num_classes=0")
+    raise DataError(f"{what} are missing: one class index in [0, {num_classes}) per image is needed "
+                    "(for a class-conditional model: a labelled dataset such as mnist, fashion_mnist "
+                    "or cifar10, or config.model.num_classes=0)")
   labels = np.asarray(labels)
-  if labels.shape != (num_images,):
+  if num_images is None and labels.ndim != 1:
+    raise DataError(f"{what} have shape {labels.shape}; expected [N] class indices")
+  if num_images is not None and labels.shape != (num_images,):
     raise DataError(f"{what} have shape {labels.shape}; expected ({num_images},): one label per image")
-  if not (np.issubdtype(labels.dtype, np.integer)
-          or (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)))):
-    raise DataError(f"{what} have dtype {labels.dtype} with non-integer values; expected class "
-                    f"indices in [0, {num_classes})")
-  if num_images and (labels.min() < 0 or labels.max() >= num_classes):
+  if not np.issubdtype(labels.dtype, np.integer):
+    if not np.issubdtype(labels.dtype, np.floating) or not np.all(labels == np.round(labels)):
+      raise DataError(f"{what} have dtype {labels.dtype} with non-integer values; expected class "
+                      f"indices in [0, {num_classes})")
+  bad = (labels < 0) | (labels >= num_classes)
+  if np.any(bad):
+    values = sorted(set(labels[bad].tolist()))
     raise DataError(f"{what} lie in [{labels.min()}, {labels.max()}]; expected class indices in "
-                    f"[0, {num_classes}) (config.model.num_classes={num_classes})")
+                    f"[0, {num_classes}) (num_classes={num_classes}): {int(np.sum(bad))} of them out "
+                    f"of range (e.g. {values[:5]})")
   return labels.astype(np.int32)
 
 

@@ -54,22 +54,6 @@ GAUSSIAN_LOGVAR_BOUNDS = (-8.0, 4.0)
 
 # -- labels and the labelled subset ----------------------------------------------
 
-def check_labels(labels, num_classes: int, *, what: str = "labels") -> np.ndarray:
-  """int32 copy of ``labels`` [N]; DataError unless they are integers in [0, num_classes)."""
-  labels = np.asarray(labels)
-  if labels.ndim != 1:
-    raise DataError(f"{what} have shape {labels.shape}; expected [N] class indices")
-  if labels.size and not np.issubdtype(labels.dtype, np.integer):
-    if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
-      raise DataError(f"{what} hold non-integer values; expected class indices in [0, {num_classes})")
-  bad = (labels < 0) | (labels >= num_classes)
-  if np.any(bad):
-    values = sorted(set(np.asarray(labels[bad]).tolist()))
-    raise DataError(f"{what} hold {int(np.sum(bad))} values out of range [0, {num_classes}) "
-                    f"(e.g. {values[:5]}); expected class indices 0..{num_classes - 1}")
-  return labels.astype(np.int32)
-
-
 def subset_key(seed: int) -> jax.Array:
   """The key of the labelled subset: a function of the seed alone, so every method gets the same images."""
   return jax.random.fold_in(jax.random.key(seed), 0x55)
@@ -87,7 +71,7 @@ def balanced_subset(labels, num_labelled: int, key: jax.Array, num_classes: int)
       of ``num_classes``; more labels requested than the data hold (in all, or
       in one class).
   """
-  labels = check_labels(labels, num_classes)
+  labels = data_lib.check_labels(labels, num_classes)
   if not isinstance(num_labelled, (int, np.integer)) or num_labelled <= 0 or num_labelled % num_classes:
     raise DataError(f"num_labelled={num_labelled!r} is invalid: expected a positive multiple of the "
                     f"{num_classes} classes (a balanced subset)")
@@ -409,7 +393,7 @@ def fit_softmax_regression(features, labels, num_classes: int, *, l2: float = 1e
   (the objective is convex, so the result is deterministic and needs no key).
   """
   features = np.asarray(features, np.float32)
-  labels = check_labels(labels, num_classes)
+  labels = data_lib.check_labels(labels, num_classes)
   if features.ndim != 2 or features.shape[0] != labels.shape[0]:
     raise DataError(f"features have shape {features.shape}; expected [{labels.shape[0]}, D] "
                     "(one row per label)")
