@@ -212,14 +212,14 @@ def _torch_model(model_name: str, width: int):
 
 
 def torch_throughput(images: np.ndarray, batch_size: int, epochs: int, model_name: str = "mlp",
-                     width: int = HIDDEN) -> dict:
+                     width: int = HIDDEN, threads: int | None = None) -> dict:
   """Examples/s of steady epochs (after one warm-up) of the same VAE written in PyTorch."""
   import math
   import torch
   import torch.nn.functional as F
 
   torch.manual_seed(0)
-  torch.set_num_threads(os.cpu_count())
+  torch.set_num_threads(threads or os.cpu_count())
   opt_config = make_config(batch_size, model_name, width).optimizer
   model = _torch_model(model_name, width)
   opt = torch.optim.Adam(model.parameters(), lr=opt_config.learning_rate,
@@ -264,7 +264,8 @@ def torch_throughput(images: np.ndarray, batch_size: int, epochs: int, model_nam
           "final_loss": losses_[-1]}
 
 
-def torch_official_example_throughput(images: np.ndarray, epochs: int, batch_size: int = 128) -> dict:
+def torch_official_example_throughput(images: np.ndarray, epochs: int, batch_size: int = 128,
+                                      threads: int | None = None) -> dict:
   """Examples/s of the official PyTorch VAE example's training loop (pytorch/examples, vae/main.py).
 
   Its model (784-400-20, sigmoid decoder), loss (``F.binary_cross_entropy`` on
@@ -282,7 +283,7 @@ def torch_official_example_throughput(images: np.ndarray, epochs: int, batch_siz
   from torch.utils.data import DataLoader, TensorDataset
 
   torch.manual_seed(0)
-  torch.set_num_threads(os.cpu_count())
+  torch.set_num_threads(threads or os.cpu_count())
 
   class VAE(nn.Module):
     def __init__(self):
@@ -356,10 +357,14 @@ def main():
   parser.add_argument("--iwae_examples", type=int, default=6000)
   parser.add_argument("--out", default="benchmarks/results/throughput.json", help="JSON results")
   parser.add_argument("--skip_torch", action="store_true", help="time the JAX side only")
+  parser.add_argument("--torch_threads", type=int, default=os.cpu_count(),
+                      help="PyTorch's intra-op threads (1 is the fairer setting on shared cores)")
   args = parser.parse_args()
   rows = _rows(args)
   if args.epochs < 1 or not rows or any(b < 1 or b > n for _, _, b, _, n in rows):
     parser.error("need --epochs >= 1, a known model, and batch sizes no larger than the examples")
+  if args.torch_threads < 1:
+    parser.error(f"--torch_threads={args.torch_threads} must be >= 1")
 
   torch_version = None
   if not args.skip_torch:
@@ -376,7 +381,8 @@ def main():
   machine = {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
              "jax_version": jax.__version__, "jax_backend": jax.default_backend(),
              "device": jax.devices()[0].device_kind,
-             "torch_version": torch_version, "load_average_1min": os.getloadavg()[0]}
+             "torch_version": torch_version, "torch_threads": args.torch_threads,
+             "load_average_1min": os.getloadavg()[0]}
   print(f"machine: {machine}")
   if machine["load_average_1min"] > 1.0:
     print("warning: the CPU is busy (load average above 1): timings will be low and noisy, "
@@ -395,10 +401,11 @@ def main():
     r["jax_gflops"] = r["jax"]["examples_per_s"] * train_flops(model_name, width) / 1e9
     r["fraction_of_peak"] = r["jax_gflops"] / peak["peak_gflops"]
     if torch_version and model_name != "conv_xla":
-      r["torch"] = torch_throughput(images[:n], b, args.epochs, model_name, width)
+      r["torch"] = torch_throughput(images[:n], b, args.epochs, model_name, width, args.torch_threads)
       r["ratio"] = r["jax"]["examples_per_s"] / r["torch"]["examples_per_s"]
     if torch_version and name == "mlp b128":
-      r["torch_official_example"] = torch_official_example_throughput(images[:n], args.epochs)
+      r["torch_official_example"] = torch_official_example_throughput(images[:n], args.epochs,
+                                                                      threads=args.torch_threads)
       r["ratio_vs_official_example"] = (r["jax"]["examples_per_s"]
                                         / r["torch_official_example"]["examples_per_s"])
     results[name] = r
