@@ -11,6 +11,34 @@ from experiments.configs import default
 from vae_jax import config as config_lib
 from vae_jax import train
 
+
+# -- dotted field names ("model.latent_dims") on nested configs (ConfigDicts or
+# plain dicts); the VQ test modules use these too.
+def _parent(cfg, field: str):
+  *path, leaf = field.split(".")
+  for p in path:
+    cfg = cfg[p]
+  return cfg, leaf
+
+
+def set_field(cfg, field: str, value) -> str:
+  """cfg[a][b]... = value for field "a.b..."; returns ``field``."""
+  parent, leaf = _parent(cfg, field)
+  parent[leaf] = value
+  return field
+
+
+def del_field(cfg, field: str) -> None:
+  parent, leaf = _parent(cfg, field)
+  del parent[leaf]
+
+
+def override(cfg, fields: dict):
+  """Every ``{dotted field: value}`` of ``fields`` set on ``cfg``; returns ``cfg``."""
+  for field, value in fields.items():
+    set_field(cfg, field, value)
+  return cfg
+
 CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("experiments/configs/*.py")
                  if p.stem != "__init__")
 
@@ -40,12 +68,7 @@ def test_every_experiment_config_is_valid(name):
     ("eval.num_importance_samples", 0, "eval.num_importance_samples"),
 ])
 def test_invalid_fields_are_named(field, value, match):
-  cfg = default.get_config()
-  parent = cfg
-  *path, leaf = field.split(".")
-  for p in path:
-    parent = parent[p]
-  parent[leaf] = value
+  cfg = override(default.get_config(), {field: value})
   with pytest.raises(config_lib.ConfigError, match=match.replace("(", r"\(").replace(")", r"\)")):
     config_lib.validate(cfg)
 
@@ -178,12 +201,7 @@ def invalid_configs(draw):
                                "missing", "section", "combination"]))
 
   def put(field, value):
-    *path, leaf = field.split(".")
-    parent = cfg
-    for p in path:
-      parent = parent[p]
-    parent[leaf] = value
-    return field
+    return set_field(cfg, field, value)
 
   if kind == "int":
     field = draw(st.sampled_from(sorted(INTS)))
@@ -221,11 +239,7 @@ def invalid_configs(draw):
     return cfg, kind, {field}
   if kind == "missing":
     field = draw(st.sampled_from(sorted(ALL_FIELDS)))
-    *path, leaf = field.split(".")
-    parent = cfg
-    for p in path:
-      parent = parent[p]
-    del parent[leaf]
+    del_field(cfg, field)
     return cfg, kind, {field}
   if kind == "section":  # a whole section replaced by a value
     section = draw(st.sampled_from(["data", "model", "loss", "optimizer", "eval"]))
@@ -331,9 +345,5 @@ def test_random_legal_values_are_accepted(data):
       cfg["optimizer"]["schedule"] = "constant"
     else:
       cfg["num_epochs"] = -1  # the schedule's length, whatever its stages and scale
-  *path, leaf = field.split(".")
-  parent = cfg
-  for p in path:
-    parent = parent[p]
-  parent[leaf] = value
+  set_field(cfg, field, value)
   config_lib.validate(ml_collections.ConfigDict(cfg))

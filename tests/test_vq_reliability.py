@@ -47,12 +47,7 @@ def tiny_config(**overrides):
             "model.num_codes": 4, "model.code_dim": 2, "optimizer.schedule": "constant",
             "optimizer.learning_rate": 3e-3, "batch_size": BATCH, "num_epochs": 2, "eval_every_epochs": 2,
             "progress": False, "eval.batch_size": 64, "vq.decay": 0.9, "vq.dead_threshold": 0.1}
-  for k, v in {**values, **overrides}.items():
-    *path, leaf = k.split(".")
-    parent = cfg
-    for p in path:
-      parent = parent[p]
-    parent[leaf] = v
+  tc.override(cfg, {**values, **overrides})
   vq_config.validate_vqvae(cfg)
   return cfg
 
@@ -328,12 +323,7 @@ def invalid_vq_configs(draw, vq_dir):
   kind = draw(st.sampled_from(["int", "float", "choice", "bool", "str", "unknown", "missing", "combination"]))
 
   def put(field, value):
-    *path, leaf = field.split(".")
-    parent = cfg
-    for p in path:
-      parent = parent[p]
-    parent[leaf] = value
-    return field
+    return tc.set_field(cfg, field, value)
 
   if kind == "int":
     field = draw(st.sampled_from(sorted(spec["ints"])))
@@ -363,11 +353,7 @@ def invalid_vq_configs(draw, vq_dir):
     return cfg, kind, prior, {field}
   if kind == "missing":
     field = draw(st.sampled_from(sorted(spec_fields(spec, prior))))
-    *path, leaf = field.split(".")
-    parent = cfg
-    for p in path:
-      parent = parent[p]
-    del parent[leaf]
+    tc.del_field(cfg, field)
     return cfg, kind, prior, {field}
   if prior:  # combination: an even kernel, or a VQ-VAE workdir that holds no run
     if draw(st.booleans()):

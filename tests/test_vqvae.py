@@ -15,6 +15,7 @@ import scipy.stats
 import tensorflow_datasets as tfds
 
 from experiments.configs.vq import prior_mnist, vqvae_cifar10, vqvae_mnist
+from tests import test_config as tc
 from vae_jax import checkpointing
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
@@ -30,13 +31,7 @@ pytestmark = pytest.mark.usefixtures("fast_compiling_rng")
 
 
 def override(cfg, **overrides):
-  for k, v in overrides.items():
-    parent = cfg
-    *path, leaf = k.split(".")
-    for p in path:
-      parent = parent[p]
-    parent[leaf] = v
-  return cfg
+  return tc.override(cfg, overrides)
 
 
 def tiny_vq_config(**overrides):
