@@ -4,6 +4,8 @@ Restores the newest checkpoint and writes DIR/eval_<split>.json with the ELBO,
 its terms, the importance-sampled NLL (K samples), bits/dim and active units.
 For a class-conditional model (config.model.num_classes > 0) every figure is
 given the image's label: ``nll`` is -log p(x | y) (``"conditional": true``).
+``--checkpoint best`` evaluates the checkpoint of the epoch with the best
+validation NLL instead (DIR/best; output DIR/eval_<split>_best.json).
 """
 
 import json
@@ -27,6 +29,9 @@ flags.DEFINE_integer("num_importance_samples", None, "K for the NLL estimate (de
 flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Which split to evaluate.")
 flags.DEFINE_integer("num_images", 0, "Evaluate only the first N images (0 = all).")
 flags.DEFINE_integer("batch_size", None, "Images per device batch (default: config.eval).")
+flags.DEFINE_enum("checkpoint", "latest", list(train.CHECKPOINTS),
+                  "latest: the newest checkpoint; best: the epoch with the best validation NLL "
+                  "(what early stopping would keep).")
 
 
 def main(argv):
@@ -40,12 +45,14 @@ def main(argv):
   if k < 1:
     raise app.UsageError(f"--num_importance_samples={k} must be >= 1")
   model = config_lib.make_model(config)
-  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
+  ckpt = checkpointing.Checkpointer(train.checkpoint_dir(workdir, FLAGS.checkpoint),
+                                    max_to_keep=config.keep_checkpoints)
   template = train.create_train_state(model, jax.random.key(0), config_lib.make_optimizer(
       config.optimizer, config_lib.make_schedule(config.optimizer, 1, 1)))
   epoch, state = ckpt.restore_latest(template)
   if state is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
+    raise FileNotFoundError(f"no checkpoint in {train.checkpoint_dir(workdir, FLAGS.checkpoint)}: "
+                            "train first")
   split = data_lib.load_split(config.data, FLAGS.split)
   images = split.images[: FLAGS.num_images or None]
   labels = None
@@ -59,9 +66,10 @@ def main(argv):
                              batch_size=FLAGS.batch_size or config.eval.batch_size,
                              chunk_size=config.eval.chunk_size, progress=True,
                              mesh=parallel.make_mesh(config.get("num_devices", 0)))
-  result.update(split=FLAGS.split, conditional=bool(model.num_classes), epoch=epoch, step=int(state.step),
+  result.update(split=FLAGS.split, checkpoint=FLAGS.checkpoint, conditional=bool(model.num_classes),
+                epoch=epoch, step=int(state.step),
                 seconds=time.perf_counter() - t0, device=str(jax.devices()[0].device_kind))
-  out = workdir / f"eval_{FLAGS.split}.json"
+  out = workdir / f"eval_{FLAGS.split}{'_best' if FLAGS.checkpoint == 'best' else ''}.json"
   out.write_text(json.dumps(result, indent=2))
   print(json.dumps(result, indent=2))
 

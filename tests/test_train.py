@@ -118,6 +118,9 @@ def test_resumed_run_ends_identical_to_uninterrupted(tmp_path):
   assert int(resumed.step) == int(full.step)
   assert [r["epoch"] for r in read_metrics(tmp_path / "resumed")] == [1, 2, 3, 4]
   assert read_metrics(tmp_path / "resumed")[-1]["train_loss"] == read_metrics(tmp_path / "full")[-1]["train_loss"]
+  # The stopped run's best checkpoint of epoch 3 was newer than the resumed epoch 2: rewritten, same choice.
+  best = [checkpointing.Checkpointer(tmp_path / run / train.BEST_DIR).epochs() for run in ("full", "resumed")]
+  assert best[0] == best[1] == [min(read_metrics(tmp_path / "full"), key=lambda r: r["val_nll"])["epoch"]]
 
 
 def test_resume_with_another_config_is_refused(tmp_path):
@@ -209,3 +212,24 @@ def models_init(cfg, model, datasets):
   p = np.clip(datasets["train"].images.mean(0), 1e-3, 1 - 1e-3)
   return train.create_train_state(model, train.RunKeys.from_seed(cfg.seed).init, tx,
                                   output_bias=np.log(p) - np.log1p(-p)).params
+
+
+def test_best_checkpoint_is_the_epoch_with_the_lowest_validation_nll_across_a_resume(tmp_path):
+  data = synthetic()
+  train.train_and_evaluate(tiny_config(num_epochs=2), tmp_path, datasets=data)
+  train.train_and_evaluate(tiny_config(num_epochs=5), tmp_path, datasets=data)  # resumes at epoch 2
+  rows = read_metrics(tmp_path)
+  assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+  best_epoch = min(rows, key=lambda r: r["val_nll"])["epoch"]
+  assert checkpointing.Checkpointer(tmp_path / train.BEST_DIR).epochs() == [best_epoch]
+  config, model, best_params, epoch = train.restore_workdir(tmp_path, checkpoint="best")
+  assert epoch == best_epoch and train.restore_workdir(tmp_path)[3] == 5
+  # The same parameters as the regular checkpoint of that epoch (all five are kept here).
+  template = train.create_train_state(model, jax.random.key(0), config_lib.make_optimizer(
+      config.optimizer, config_lib.make_schedule(config.optimizer, 1, 1)))
+  regular = checkpointing.Checkpointer(tmp_path / "checkpoints").restore(best_epoch, template)
+  jax.tree.map(np.testing.assert_array_equal, params_of(regular), jax.tree.map(np.asarray, best_params))
+  assert train._best_score(tmp_path / "metrics.jsonl", [best_epoch]) == min(r["val_nll"] for r in rows)
+  assert train._best_score(tmp_path / "metrics.jsonl", []) == float("inf")
+  with pytest.raises(ValueError, match="checkpoint='worst'"):
+    train.restore_workdir(tmp_path, checkpoint="worst")

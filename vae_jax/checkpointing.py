@@ -55,6 +55,10 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._purge_deleted()
 
+  def delete(self, epoch: int) -> None:
+    self._manager.delete(epoch)
+    self._purge_deleted()
+
   def _purge_deleted(self) -> None:
     shutil.rmtree(self.directory / _DELETED, ignore_errors=True)
 

@@ -41,6 +41,11 @@ from vae_jax import parallel
 
 log = logging.getLogger(__name__)
 
+# The checkpoint of the epoch with the best validation score (``_val_score``), kept
+# beside the latest ones: what early stopping on the validation set would keep.
+BEST_DIR = "best"
+CHECKPOINTS = ("latest", "best")
+
 # Fields that may change between a run and its resumption.
 RESUMABLE_FIELDS = ("num_epochs", "eval_every_epochs", "eval_num_samples", "checkpoint_every_epochs",
                     "keep_checkpoints", "progress", "eval", "data.data_dir", "data.download",
@@ -371,12 +376,15 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(tuplify(cfg))
 
 
-def restore_workdir(workdir: str | Path):
-  """(config, model, params, epoch) of the newest checkpoint in a training ``workdir``."""
+def restore_workdir(workdir: str | Path, checkpoint: str = "latest"):
+  """(config, model, params, epoch) of a training ``workdir``'s newest checkpoint, or with
+  ``checkpoint="best"`` of the one with the best validation score (``BEST_DIR``)."""
   workdir = Path(workdir)
+  if checkpoint not in CHECKPOINTS:
+    raise ValueError(f"checkpoint={checkpoint!r}; expected one of {CHECKPOINTS}")
   config = load_config(workdir)
   model = config_lib.make_model(config)
-  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
+  ckpt = checkpointing.Checkpointer(checkpoint_dir(workdir, checkpoint), max_to_keep=config.keep_checkpoints)
   template = create_train_state(model, jax.random.key(0), config_lib.make_optimizer(
       config.optimizer, config_lib.make_schedule(config.optimizer, 1, 1)))
   try:
@@ -384,8 +392,31 @@ def restore_workdir(workdir: str | Path):
   finally:
     ckpt.close()
   if state is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
+    raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(workdir, checkpoint)}: train first"
+                            + (" (the best one is written at each validation that improves on "
+                               "the last best)" if checkpoint == "best" else ""))
   return config, model, state.params, epoch
+
+
+def checkpoint_dir(workdir: str | Path, checkpoint: str = "latest") -> Path:
+  return Path(workdir) / ("checkpoints" if checkpoint == "latest" else BEST_DIR)
+
+
+def _val_score(row: dict) -> float | None:
+  """The validation figure the best checkpoint minimizes: the NLL estimate, or the
+  reconstruction for a model without a likelihood (autoencoder)."""
+  return row.get("val_nll", row.get("val_recon"))
+
+
+def _best_score(metrics_path: Path, best_epochs: list[int]) -> float:
+  """The score of the checkpoint in ``BEST_DIR``, read back from the metrics (inf if none)."""
+  if not best_epochs or not metrics_path.exists():
+    return math.inf
+  for line in metrics_path.read_text().splitlines():
+    row = json.loads(line)
+    if row.get("epoch") == best_epochs[-1] and _val_score(row) is not None:
+      return float(_val_score(row))
+  return math.inf
 
 
 def load_datasets(config) -> dict[str, data_lib.Split]:
@@ -505,6 +536,12 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
     log.info("resuming %s from epoch %d (step %d)", workdir, start_epoch, int(state.step))
   metrics_path = workdir / "metrics.jsonl"
   _truncate_metrics(metrics_path, start_epoch)
+  best_ckpt = checkpointing.Checkpointer(workdir / BEST_DIR, max_to_keep=1)
+  best_ckpt.clean_up_after_crash()
+  for e in best_ckpt.epochs():
+    if e > start_epoch:  # written after the checkpoint we resume from: the rerun writes it again
+      best_ckpt.delete(e)
+  best_score = _best_score(metrics_path, best_ckpt.epochs())
 
   warmup_steps = int(round(config.loss.warmup_epochs * steps_per_epoch))
   loss_fn = loss_fn or losses.make_loss(config.loss)
@@ -540,6 +577,10 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
         row.update({f"val_{k}": v for k, v in val.items() if k not in ("num_images",)})
       _append_jsonl(metrics_path, row)
       last = row
+      score = _val_score(row)
+      if score is not None and np.isfinite(score) and score < best_score:
+        best_ckpt.save(epoch, state)
+        best_score = score
       if epoch % config.checkpoint_every_epochs == 0 or epoch == total_epochs:
         ckpt.save(epoch, state)
       if bar is not None:
@@ -551,6 +592,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
     if bar is not None:
       bar.close()
     ckpt.close()
+    best_ckpt.close()
   _save_figures(model, state.params, val_images, keys.eval, config.data.mode, workdir, val_labels)
   return state, last
 
