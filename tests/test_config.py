@@ -130,7 +130,7 @@ CHOICES = {"data.name": ("binarized_mnist", "mnist", "fashion_mnist", "cifar10")
            "loss.name": ("elbo", "iwae", "autoencoder"), "loss.corruption": ("none", "mask", "flip", "gaussian"),
            "optimizer.name": ("adam", "adamw", "sgd"),
            "optimizer.schedule": ("constant", "cosine", "burda")}
-BOOLS = ("data.download", "model.init_output_bias", "loss.analytic_kl", "progress",
+BOOLS = ("data.download", "model.init_output_bias", "model.clip_logvar", "loss.analytic_kl", "progress",
          "skip_nonfinite_updates", "debug_nans")
 STRS = ("data.data_dir",)
 SIZES = ("model.latent_dims", "model.conv_features")

@@ -310,3 +310,18 @@ def test_a_workdir_written_before_the_prior_fields_resumes_and_loads(tmp_path):
   cfg.model.prior, cfg.loss.analytic_kl = "vamp", False  # a real change is still refused
   assert train._config_diff(saved, json.loads(cfg.to_json())) == [
       "loss.analytic_kl: True in the workdir, False now", "model.prior: '<missing>' in the workdir, 'vamp' now"]
+
+
+def test_clip_logvar_bounds_every_posterior_log_variance():
+  x = jnp.asarray(np.random.default_rng(0).random((3, 28, 28, 1)) > 0.5, jnp.float32)
+  for clip in (False, True):
+    model = models.VAE(latent_dims=(4, 3), hidden_sizes=((8,), (8,)), clip_logvar=clip)
+    params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+    params = jax.tree.map(lambda p: p * 300.0, params)  # push the heads far outside [-6, 2]
+    _, logvar = model.apply({"params": params}, x, method=model.encode)
+    top = model.apply({"params": params}, x, method=model.encode_top)[1]
+    inside = [bool(jnp.all((v >= -6.0) & (v <= 2.0))) for v in (logvar, top)]
+    assert inside == [clip, clip]
+  cfg = default.get_config()
+  cfg.model.clip_logvar = True
+  assert config_lib.make_model(cfg).clip_logvar

@@ -143,6 +143,7 @@ FIELDS = {
     "model.likelihood": Choice(models.LIKELIHOODS),
     "model.fixed_log_sigma": Float(-10.0, 5.0),
     "model.init_output_bias": Bool(),
+    "model.clip_logvar": Bool(),
     "model.kind": Choice(models.KINDS),
     "model.prior": Choice(models.PRIORS),
     "model.num_components": Int(1),
@@ -328,7 +329,7 @@ def make_model(config) -> models.VAE:
       conv_implementation=m.get("conv_implementation", "auto"),
       likelihood=m.likelihood, fixed_log_sigma=float(m.fixed_log_sigma),
       kind=kind, prior=m.get("prior", "standard"), num_components=int(m.get("num_components", 500)),
-      num_classes=int(m.get("num_classes", 0)))
+      num_classes=int(m.get("num_classes", 0)), clip_logvar=bool(m.get("clip_logvar", False)))
 
 
 def make_schedule(opt_config, steps_per_epoch: int, total_epochs: int) -> optax.Schedule:

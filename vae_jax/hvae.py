@@ -34,7 +34,7 @@ from vae_jax import distributions as dist
 from vae_jax import layers
 from vae_jax import models
 
-LOGVAR_BOUNDS = (-6.0, 2.0)
+LOGVAR_BOUNDS = models.LOGVAR_BOUNDS
 DECODER_CONV_LAYERS = 4
 CODE_CHANNELS = 6
 

@@ -85,6 +85,10 @@ class MLP(nn.Module):
     return h
 
 
+# Tomczak & Welling clip every Gaussian log-variance to this range (their Hardtanh).
+LOGVAR_BOUNDS = (-6.0, 2.0)
+
+
 class GaussianHead(nn.Module):
   """Dense map to the mean and log-variance of a diagonal Gaussian.
 
@@ -219,6 +223,8 @@ class VAE(nn.Module):
       the per-class Gaussian p(z_L | y) (``ClassPrior``; needs ``num_classes``).
     num_classes: 0 for an unconditional VAE, else the number of classes C of
       the labels y in [0, C) that condition encoder, decoder (and prior).
+    clip_logvar: clip every Gaussian head's log-variance to ``LOGVAR_BOUNDS``
+      ([-6, 2], Tomczak & Welling's Hardtanh); ``hvae.HVAE`` always does.
   """
   image_shape: Sequence[int] = (28, 28, 1)
   latent_dims: Sequence[int] = (50,)
@@ -233,6 +239,7 @@ class VAE(nn.Module):
   prior: str = "standard"
   num_components: int = 500
   num_classes: int = 0
+  clip_logvar: bool = False
 
   @property
   def num_pixels(self) -> int:
@@ -261,14 +268,15 @@ class VAE(nn.Module):
       self.enc_trunk0 = MLP(tuple(self.hidden_sizes[0]), self.activation)
       self.dec_trunk0 = MLP(tuple(reversed(self.hidden_sizes[0])), self.activation)
       self.dec_out = nn.Dense(self.num_pixels)
+    bounds = LOGVAR_BOUNDS if self.clip_logvar else None
     self.enc_heads = ([CodeHead(self.latent_dims[0])] if self.deterministic
-                      else [GaussianHead(d) for d in self.latent_dims])
+                      else [GaussianHead(d, bounds) for d in self.latent_dims])
     self.enc_trunks = [MLP(tuple(self.hidden_sizes[l]), self.activation)
                        for l in range(1, n_layers)]
     # p(z_l | z_{l+1}) for l = 1 .. L-1 (index l-1).
     self.dec_trunks = [MLP(tuple(reversed(self.hidden_sizes[l])), self.activation)
                        for l in range(1, n_layers)]
-    self.dec_heads = [GaussianHead(self.latent_dims[l - 1]) for l in range(1, n_layers)]
+    self.dec_heads = [GaussianHead(self.latent_dims[l - 1], bounds) for l in range(1, n_layers)]
     self._setup_likelihood_and_prior()
 
   def _setup_likelihood_and_prior(self):

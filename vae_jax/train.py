@@ -56,7 +56,8 @@ RESUMABLE_FIELDS = ("num_epochs", "eval_every_epochs", "eval_num_samples", "chec
 # with: such a workdir resumes and evaluates as before.
 ADDED_FIELDS = {"model.kind": "vae", "model.prior": "standard", "model.num_components": 500,
                 "model.pseudo_inputs_init": "noise", "loss.corruption": "none",
-                "loss.corruption_level": 0.0, "model.num_classes": 0}
+                "loss.corruption_level": 0.0, "model.num_classes": 0,
+                "model.clip_logvar": False}
 
 
 class NonFiniteError(FloatingPointError):
