@@ -342,6 +342,34 @@ def _rows(args):
   return rows
 
 
+def torch_version(skip: bool) -> str | None:
+  """PyTorch's version, or None (after saying how to install it) when skipped or missing."""
+  if skip:
+    return None
+  try:
+    import torch
+  except ImportError:
+    print("PyTorch is not installed: timing JAX only. For the comparison, install the CPU build "
+          f"with `pip install {TORCH_PIN}` (this exact pin; an unpinned install pulls GBs of "
+          "CUDA wheels).\n")
+    return None
+  return torch.__version__
+
+
+def machine_info(torch_version: str | None, torch_threads: int) -> dict:
+  """The machine a benchmark ran on, printed, with a warning when the CPU is busy."""
+  machine = {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+             "jax_version": jax.__version__, "jax_backend": jax.default_backend(),
+             "device": jax.devices()[0].device_kind,
+             "torch_version": torch_version, "torch_threads": torch_threads,
+             "load_average_1min": os.getloadavg()[0]}
+  print(f"machine: {machine}")
+  if machine["load_average_1min"] > 1.0:
+    print("warning: the CPU is busy (load average above 1): timings will be low and noisy, "
+          "PyTorch's most of all (its threads wait on each other when cores are shared)")
+  return machine
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--models", default="mlp,conv,iwae", help="comma-separated: mlp, conv, iwae")
@@ -366,27 +394,10 @@ def main():
   if args.torch_threads < 1:
     parser.error(f"--torch_threads={args.torch_threads} must be >= 1")
 
-  torch_version = None
-  if not args.skip_torch:
-    try:
-      import torch
-      torch_version = torch.__version__
-    except ImportError:
-      print("PyTorch is not installed: timing JAX only. For the comparison, install the CPU build "
-            f"with `pip install {TORCH_PIN}` (this exact pin; an unpinned install pulls GBs of "
-            "CUDA wheels).\n")
-
+  torch_ver = torch_version(args.skip_torch)
   rng = np.random.default_rng(0)
   images = (rng.random((max(n for *_, n in rows), *IMAGE_SHAPE)) < 0.5).astype(np.uint8)
-  machine = {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-             "jax_version": jax.__version__, "jax_backend": jax.default_backend(),
-             "device": jax.devices()[0].device_kind,
-             "torch_version": torch_version, "torch_threads": args.torch_threads,
-             "load_average_1min": os.getloadavg()[0]}
-  print(f"machine: {machine}")
-  if machine["load_average_1min"] > 1.0:
-    print("warning: the CPU is busy (load average above 1): timings will be low and noisy, "
-          "PyTorch's most of all (its threads wait on each other when cores are shared)")
+  machine = machine_info(torch_ver, args.torch_threads)
   peak = matmul_peak()
   for lib in ("jax", "numpy"):
     print(f"fp32 matmul GFLOP/s ({lib}): "
@@ -400,10 +411,10 @@ def main():
     r["jax"] = jax_throughput(images[:n], b, args.epochs, model_name, width)
     r["jax_gflops"] = r["jax"]["examples_per_s"] * train_flops(model_name, width) / 1e9
     r["fraction_of_peak"] = r["jax_gflops"] / peak["peak_gflops"]
-    if torch_version and model_name != "conv_xla":
+    if torch_ver and model_name != "conv_xla":
       r["torch"] = torch_throughput(images[:n], b, args.epochs, model_name, width, args.torch_threads)
       r["ratio"] = r["jax"]["examples_per_s"] / r["torch"]["examples_per_s"]
-    if torch_version and name == "mlp b128":
+    if torch_ver and name == "mlp b128":
       r["torch_official_example"] = torch_official_example_throughput(images[:n], args.epochs,
                                                                       threads=args.torch_threads)
       r["ratio_vs_official_example"] = (r["jax"]["examples_per_s"]

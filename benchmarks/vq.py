@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -53,7 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.throughput import TORCH_PIN, matmul_peak
+from benchmarks import throughput
+from benchmarks.throughput import matmul_peak
 from experiments.configs.vq import prior_mnist
 from experiments.configs.vq import vqvae_mnist
 from vae_jax import config as config_lib
@@ -454,24 +454,8 @@ def main():
     parser.error(f"need --parts from train,sample, --epochs >= 1, --num_examples >= the batch size "
                  f"({config.batch_size}), --num_samples >= 1 and --sample_repeats >= 1")
 
-  torch_version = None
-  if not args.skip_torch:
-    try:
-      import torch
-      torch_version = torch.__version__
-    except ImportError:
-      print("PyTorch is not installed: timing JAX only. For the comparison, install the CPU build "
-            f"with `pip install {TORCH_PIN}` (this exact pin).\n")
-
-  machine = {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-             "jax_version": jax.__version__, "jax_backend": jax.default_backend(),
-             "device": jax.devices()[0].device_kind,
-             "torch_version": torch_version, "torch_threads": args.torch_threads,
-             "load_average_1min": os.getloadavg()[0]}
-  print(f"machine: {machine}")
-  if machine["load_average_1min"] > 1.0:
-    print("warning: the CPU is busy (load average above 1): timings will be low and noisy, "
-          "PyTorch's most of all (its threads wait on each other when cores are shared)")
+  torch_version = throughput.torch_version(args.skip_torch)
+  machine = throughput.machine_info(torch_version, args.torch_threads)
   peak = matmul_peak()
   print(f"peak (best jax fp32 matmul): {peak['peak_gflops']:.1f} GFLOP/s\n")
   peak_flops = peak["peak_gflops"] * 1e9
