@@ -285,7 +285,8 @@ TRAINING_BOOLS = ("progress", "skip_nonfinite_updates", "debug_nans")
 VQ_SPEC = dict(
     ints={**TRAINING_INTS, "data.binarize_seed": (0, 2**32 - 1), "model.num_codes": (2, 2**16),
           "model.code_dim": (1, 2**16), "model.hidden": (1, 2**16), "model.residual_hidden": (1, 2**16),
-          "model.num_residual_blocks": (0, 64), "model.num_downsamples": (1, 2)},  # 28 = 7 * 2^2
+          "model.num_residual_blocks": (0, 64), "model.num_downsamples": (1, 2),  # 28 = 7 * 2^2
+          "model.ar_layers": (0, 64), "model.ar_features": (1, 2**16), "model.ar_kernel_size": (1, 63)},
     floats={**TRAINING_FLOATS, "vq.beta": (0, False, 1e6, False), "vq.decay": (0, False, 1, True),
             "vq.epsilon": (0, True, 1, False), "vq.dead_threshold": (0, False, 1e9, False)},
     choices={**TRAINING_CHOICES, "data.name": ("binarized_mnist", "mnist", "fashion_mnist", "cifar10"),
@@ -359,7 +360,16 @@ def invalid_vq_configs(draw, vq_dir):
     if draw(st.booleans()):
       return cfg, kind, prior, {put("model.kernel_size", draw(st.integers(1, 31)) * 2)}
     return cfg, kind, prior, {put("vqvae_workdir", str(vq_dir / draw(st.sampled_from(["none", "x/y"]))))}
-  combo = draw(st.sampled_from(["grey_bernoulli", "binary_not_static", "8bit_binary", "downsamples"]))
+  combo = draw(st.sampled_from(["grey_bernoulli", "binary_not_static", "8bit_binary", "downsamples",
+                                "ar_even_kernel", "ar_logistic", "ar_colour"]))
+  if combo.startswith("ar_"):  # an autoregressive decoder it cannot build
+    put("model.ar_layers", draw(st.integers(1, 64)))
+    if combo == "ar_even_kernel":
+      return cfg, kind, prior, {put("model.ar_kernel_size", draw(st.integers(1, 31)) * 2), "model.ar_layers"}
+    put("data.name", "cifar10" if combo == "ar_colour" else draw(st.sampled_from(["mnist", "fashion_mnist"])))
+    put("data.mode", "grey")
+    return cfg, kind, prior, {put("model.likelihood", "categorical" if combo == "ar_colour" else "logistic"),
+                              "model.ar_layers"}
   if combo == "grey_bernoulli":
     put("data.name", draw(st.sampled_from(["mnist", "fashion_mnist"])))
     put("model.likelihood", "bernoulli")

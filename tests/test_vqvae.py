@@ -197,6 +197,47 @@ def test_sampled_images_decode_sampled_codes(trained):
   assert codes.shape == (6, 7, 7) and int(codes.min()) >= 0 and int(codes.max()) < 8
 
 
+def test_a_workdir_written_before_the_autoregressive_decoder_loads_and_resumes_as_before(trained, tmp_path):
+  vq_dir = tmp_path / "vq"
+  shutil.copytree(trained.root / "vq", vq_dir)
+  saved = json.loads((vq_dir / "config.json").read_text())
+  for field in vq_config.VQVAE_ADDED_FIELDS:
+    del saved["model"][field.split(".")[1]]
+  (vq_dir / "config.json").write_text(json.dumps(saved))
+  run = vq_evaluate.load_vqvae(vq_dir)
+  assert run.model.ar_layers == 0 and run.epoch == 2
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.params),
+               jax.device_get(trained.vq_state.params))
+  # Resuming with today's config (the new fields at their defaults) is not "another config" ...
+  vq_train.train_and_evaluate(tiny_vq_config(num_epochs=3), vq_dir, datasets=trained.data)
+  assert [r["epoch"] for r in read_metrics(vq_dir)][-1] == 3
+  # ... but an autoregressive decoder is.
+  with pytest.raises(config_lib.ConfigError, match="model.ar_layers: .* in the workdir, 2 now"):
+    vq_train.train_and_evaluate(tiny_vq_config(num_epochs=4, **{"model.ar_layers": 2}), vq_dir,
+                                datasets=trained.data)
+
+
+def test_an_autoregressive_decoder_trains_evaluates_and_samples_end_to_end(trained, tmp_path):
+  cfg = tiny_vq_config(num_epochs=1, **{"model.ar_layers": 1, "model.ar_features": 4})
+  vq_train.train_and_evaluate(cfg, tmp_path / "vq", datasets=trained.data)
+  assert (tmp_path / "vq" / "figures" / "reconstructions.png").stat().st_size > 1000
+  vq_train.train_prior(tiny_prior_config(tmp_path / "vq", num_epochs=1), tmp_path / "prior",
+                       datasets=trained.data)
+  prior, vq_run = vq_evaluate.load_prior(tmp_path / "prior")
+  assert vq_run.model.ar_layers == 1
+  images, codes = vq_train.sample_images(vq_run.model, vq_run.params, prior.model, prior.params,
+                                         jax.random.key(3), 4, jnp.arange(4))
+  assert images.shape == (4, 28, 28, 1) and 0 <= float(images.min()) and float(images.max()) <= 1
+  # The bound's reconstruction term is the teacher-forced autoregressive likelihood of the image.
+  x = jnp.asarray(trained.data["validation"].images[:5], jnp.float32)
+  out = vq_evaluate.evaluate(vq_run.model, vq_run.params, trained.data["validation"].images[:5],
+                             mode="static", key=jax.random.key(0), batch_size=5)
+  codes = vq_run.model.apply({"params": vq_run.params}, x, method=vq_run.model.codes)
+  decoded = vq_run.model.apply({"params": vq_run.params}, codes, x, method=vq_run.model.decode_codes)
+  direct = -vq_run.model.apply({"params": vq_run.params}, x, decoded, method=vq_run.model.log_likelihood)
+  np.testing.assert_allclose(out["recon"], float(jnp.mean(direct)), rtol=1e-5)
+
+
 def test_prior_resume_is_exact_and_a_changed_vqvae_is_refused(trained, tmp_path):
   vq_dir = tmp_path / "vq"  # a copy of the trained VQ-VAE, changed below
   shutil.copytree(trained.root / "vq", vq_dir)
@@ -340,7 +381,8 @@ def _vq_small_form(name, seed, vqvae_workdir=None):
   if cfg.model.name == "vqvae":
     return override(cfg, **common, **{
         "model.hidden": 8, "model.residual_hidden": 4, "model.num_residual_blocks": 1,
-        "model.num_codes": min(cfg.model.num_codes, 8), "model.code_dim": 4})
+        "model.num_codes": min(cfg.model.num_codes, 8), "model.code_dim": 4,
+        "model.ar_features": min(cfg.model.ar_features, 4)})
   return override(cfg, **common, **{"vqvae_workdir": str(vqvae_workdir), "model.features": 8,
                                     "model.num_layers": 2, "model.output_features": 8})
 

@@ -29,6 +29,7 @@ from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import train
+from vae_jax import vq_config
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ def prepare_workdir(config, workdir: str | Path) -> Path:
   workdir = train._prepare_workdir(Path(workdir))
   cfg_path = workdir / "config.json"
   if cfg_path.exists():
-    diffs = train._config_diff(json.loads(cfg_path.read_text()), train._config_to_json(config))
+    added = {**train.ADDED_FIELDS, **vq_config.VQVAE_ADDED_FIELDS}
+    diffs = train._config_diff(json.loads(cfg_path.read_text()), train._config_to_json(config), added=added)
     if diffs:
       raise config_lib.ConfigError(
           f"{workdir} holds a run with another config; use a new workdir or the same config. "

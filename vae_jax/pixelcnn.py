@@ -53,6 +53,45 @@ def _gate(a: jax.Array) -> jax.Array:
   return jnp.tanh(x) * jax.nn.sigmoid(y)
 
 
+def gated_stack(x: jax.Array, *, features: int, num_layers: int, kernel_size: int,
+                condition=None, valid: jax.Array | None = None) -> jax.Array:
+  """The causal gated layers (vertical + horizontal stacks); returns the horizontal stack's output.
+
+  Call it inside a compact method: its convolutions become parameters of the
+  calling module, named ``v_conv_l``, ``h_conv_l``, ``v_to_h_l``, ``h_out_l``.
+
+  Args:
+    x: [N, H, W, F] embedded inputs; the output at (i, j) depends on x at
+      positions before (i, j) in raster order only, within ``num_layers *
+      (kernel_size // 2)`` rows above and columns either side.
+    features: F, the width of both stacks.
+    condition: optional ``condition(l, stack)`` -> a term added to the 2F
+      pre-activations of layer l of ``stack`` ("v" or "h"), broadcastable to
+      [N, H, W, 2F] (a class embedding, a feature map of a latent).
+    valid: optional [N, H, W, 1] mask of the positions inside the image when x
+      is a window that overhangs it: activations there are zeroed after every
+      layer, as the zero padding of the whole image would have them.
+  """
+  f, k = features, kernel_size
+  v = h = x
+  for l in range(num_layers):
+    first = l == 0
+    v_pre = layers.Conv(2 * f, (k, k), kernel_mask=jnp.asarray(vertical_mask(k, first)),
+                        name=f"v_conv_{l}")(v)
+    h_pre = layers.Conv(2 * f, (1, k), kernel_mask=jnp.asarray(horizontal_mask(k, first)),
+                        name=f"h_conv_{l}")(h)
+    h_pre = h_pre + layers.Conv(2 * f, (1, 1), name=f"v_to_h_{l}")(v_pre)
+    if condition is not None:
+      v_pre = v_pre + condition(l, "v")
+      h_pre = h_pre + condition(l, "h")
+    v = _gate(v_pre)
+    h_new = layers.Conv(f, (1, 1), name=f"h_out_{l}")(_gate(h_pre))
+    h = h_new if first else h + h_new
+    if valid is not None:
+      v, h = v * valid, h * valid
+  return h
+
+
 class GatedPixelCNN(nn.Module):
   """Autoregressive prior over code grids of shape ``grid_shape`` with ``num_codes`` values.
 
@@ -104,21 +143,10 @@ class GatedPixelCNN(nn.Module):
     x = onehot.reshape((-1, h_, w_, self.num_codes))
     if label is not None:
       label = jnp.broadcast_to(label, lead).reshape(-1)
-    f, k = self.features, self.kernel_size
-    x = nn.Dense(f, use_bias=False, name="embed")(x)
-    v = h = x
-    for l in range(self.num_layers):
-      first = l == 0
-      v_pre = layers.Conv(2 * f, (k, k), kernel_mask=jnp.asarray(vertical_mask(k, first)),
-                          name=f"v_conv_{l}")(v)
-      h_pre = layers.Conv(2 * f, (1, k), kernel_mask=jnp.asarray(horizontal_mask(k, first)),
-                          name=f"h_conv_{l}")(h)
-      h_pre = h_pre + layers.Conv(2 * f, (1, 1), name=f"v_to_h_{l}")(v_pre)
-      v_pre = v_pre + self._condition(label, f"cond_v_{l}")
-      h_pre = h_pre + self._condition(label, f"cond_h_{l}")
-      v = _gate(v_pre)
-      h_new = layers.Conv(f, (1, 1), name=f"h_out_{l}")(_gate(h_pre))
-      h = h_new if first else h + h_new
+    x = nn.Dense(self.features, use_bias=False, name="embed")(x)
+    cond = lambda l, stack: self._condition(label, f"cond_{stack}_{l}")
+    h = gated_stack(x, features=self.features, num_layers=self.num_layers,
+                    kernel_size=self.kernel_size, condition=cond)
     out = layers.Conv(self.output_features, (1, 1), name="out_hidden")(jax.nn.relu(h))
     logits = layers.Conv(self.num_codes, (1, 1), name="out_logits")(jax.nn.relu(out))
     return logits.reshape(lead + (h_, w_, self.num_codes))

@@ -336,17 +336,20 @@ def _first_non_finite(metrics: dict) -> tuple[int, list[str]] | None:
   return i, [names.get(k, f"aux term {k!r}") for k in order if k in bad and bad[k][i]]
 
 
-def _config_diff(saved: dict, current: dict, prefix="") -> list[str]:
+def _config_diff(saved: dict, current: dict, prefix="", added: dict | None = None) -> list[str]:
+  """'name: saved in the workdir, current now' for each setting that differs; a field missing
+  from the saved config counts as ``added``'s value (default ``ADDED_FIELDS``)."""
+  added = ADDED_FIELDS if added is None else added
   diffs = []
   for k in sorted(set(saved) | set(current)):
     name = f"{prefix}{k}"
     if name in RESUMABLE_FIELDS:
       continue
     a, b = saved.get(k, "<missing>"), current.get(k, "<missing>")
-    if a == "<missing>" and name in ADDED_FIELDS and b == ADDED_FIELDS[name]:
+    if a == "<missing>" and name in added and b == added[name]:
       continue
     if isinstance(a, dict) and isinstance(b, dict):
-      diffs += _config_diff(a, b, name + ".")
+      diffs += _config_diff(a, b, name + ".", added)
     elif a != b:  # by value: 0 and 0.0 are the same setting
       diffs.append(f"{name}: {a!r} in the workdir, {b!r} now")
   return diffs

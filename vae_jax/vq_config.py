@@ -60,6 +60,9 @@ VQVAE_FIELDS = {
     "model.num_residual_blocks": _c.Int(0, 64),
     "model.num_downsamples": _c.Int(1, 6),
     "model.likelihood": _c.Choice(vqvae.LIKELIHOODS),
+    "model.ar_layers": _c.Int(0, 64),
+    "model.ar_features": _c.Int(1, _c.MAX_WIDTH),
+    "model.ar_kernel_size": _c.Int(1, 63),
     "vq.beta": _c.Float(0.0, 1e6),
     "vq.ema": _c.Bool(),
     "vq.decay": _c.Float(0.0, 1.0, hi_open=True),
@@ -69,6 +72,9 @@ VQVAE_FIELDS = {
     **_TRAINING_FIELDS,
     **_NONFINITE_FIELDS,
 }
+
+# Fields added after VQ-VAE workdirs were first written, with the value that reproduces the old runs.
+VQVAE_ADDED_FIELDS = {"model.ar_layers": 0, "model.ar_features": 16, "model.ar_kernel_size": 3}
 
 # Every field of experiments/configs/vq/prior_mnist.py.
 PRIOR_FIELDS = {
@@ -122,6 +128,10 @@ def validate_vqvae(config) -> None:
   if likelihood != "bernoulli" and mode != "grey":
     _c._fail("model.likelihood", likelihood, f"8-bit likelihoods model grey levels: set "
              f"data.mode='grey' (not {mode!r}) or use 'bernoulli'")
+  try:
+    vqvae.check_autoregressive(v["model.ar_layers"], v["model.ar_kernel_size"], likelihood, spec.image_shape)
+  except ValueError as e:
+    raise ConfigError(f"config.model.ar_layers={v['model.ar_layers']} on {v['data.name']}: {e}") from None
 
 
 def validate_prior(config, *, check_workdir: bool = True) -> None:
@@ -144,7 +154,8 @@ def make_vqvae(config) -> vqvae.VQVAE:
   return vqvae.VQVAE(image_shape=data_lib.DATASETS[config.data.name].image_shape,
                      num_codes=m.num_codes, code_dim=m.code_dim, hidden=m.hidden,
                      residual_hidden=m.residual_hidden, num_residual_blocks=m.num_residual_blocks,
-                     num_downsamples=m.num_downsamples, likelihood=m.likelihood)
+                     num_downsamples=m.num_downsamples, likelihood=m.likelihood,
+                     ar_layers=m.ar_layers, ar_features=m.ar_features, ar_kernel_size=m.ar_kernel_size)
 
 
 def make_prior(config, vq_model: vqvae.VQVAE) -> pixelcnn.GatedPixelCNN:

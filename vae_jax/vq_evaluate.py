@@ -190,6 +190,10 @@ def load_vqvae(workdir: str | Path) -> Restored:
   if config.get("model", {}).get("name") != "vqvae":
     raise config_lib.ConfigError(f"{workdir} is not a VQ-VAE workdir (its config.model.name is "
                                  f"{config.get('model', {}).get('name')!r}, not 'vqvae')")
+  for name, value in vq_config.VQVAE_ADDED_FIELDS.items():  # workdirs written before the field
+    section, field = name.split(".")
+    if field not in config[section]:
+      config[section][field] = value
   model = vq_config.make_vqvae(config)
   tx = _template_tx(config)
   template = _abstract(lambda: vq_train.create_train_state(model, jax.random.key(0), tx))

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import losses
@@ -146,14 +145,16 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
 
 
 @functools.partial(jax.jit, static_argnames="model")
-def _reconstruct(model, params, x):
-  return model.apply({"params": params}, x, method=model.reconstruct)
+def _reconstruct(model, params, x, key):
+  codes = model.apply({"params": params}, x, method=model.codes)
+  return vqvae.images_from_codes(model, params, codes, key)
 
 
 def _save_reconstructions(model, params, images, key, mode, workdir: Path) -> None:
   from vae_jax import plotting
-  x = vqvae.model_input(jnp.asarray(images[:32]), key, mode, model.likelihood)
-  recon = _reconstruct(model, params, x)
+  k_input, k_draw = jax.random.split(key)
+  x = vqvae.model_input(jnp.asarray(images[:32]), k_input, mode, model.likelihood)
+  recon = _reconstruct(model, params, x, k_draw)
   plotting.save_reconstructions(np.asarray(x), np.asarray(recon), workdir / "figures" / "reconstructions.png")
 
 
@@ -255,15 +256,15 @@ def train_prior(config, workdir: str | Path, *, datasets: dict[str, data_lib.Spl
 
 def sample_images(vq_model, vq_params, prior, prior_params, key: jax.Array, num_samples: int,
                   labels: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """(images E[x | z] [N, H, W, C], codes [N, h, w]) with z ~ p_prior (ancestral, one compiled loop)."""
-  codes = pixelcnn.sample(prior, prior_params, key, num_samples, labels)
-  images = _decode_mean(vq_model, vq_params, codes)
+  """(images [N, H, W, C], codes [N, h, w]) with z ~ p_prior (ancestral, one compiled loop).
+
+  The images are E[x | z] for a plain decoder, and for an autoregressive one
+  the pixel means of one draw x ~ p(x | z) (``vqvae.images_from_codes``).
+  """
+  k_codes, k_pixels = jax.random.split(key)
+  codes = pixelcnn.sample(prior, prior_params, k_codes, num_samples, labels)
+  images = vqvae.images_from_codes(vq_model, vq_params, codes, k_pixels)
   return images, codes
-
-
-@compilation.jit(static_argnames=("model",))
-def _decode_mean(model, params, codes):
-  return model.apply({"params": params}, codes, method=lambda m, c: m.mean_image(m.decode_codes(c)))
 
 
 def save_samples(vq_model, vq_params, prior, prior_params, key, path: Path, num_samples: int = 64,

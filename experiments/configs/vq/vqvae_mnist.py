@@ -38,6 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_residual_blocks = 2
   config.model.num_downsamples = 2       # stride-2 layers: 28x28 -> 7x7
   config.model.likelihood = "bernoulli"  # bernoulli | categorical | logistic
+  config.model.ar_layers = 0             # > 0: autoregressive decoder, a gated PixelCNN head of this depth
+  config.model.ar_features = 16          # its width (and that of the decoder's feature map)
+  config.model.ar_kernel_size = 3        # its masked kernels (odd)
 
   config.vq = ml_collections.ConfigDict()
   config.vq.beta = 0.25                  # commitment weight
