@@ -3,7 +3,7 @@
     python -m experiments.sample --workdir PRIOR_DIR [--num_samples 64] [--label 3] [--seed 0] [--out FILE.png]
 
 Draws code grids ancestrally (one compiled loop over positions), decodes them
-and saves a grid (default PRIOR_DIR/figures/samples_seed<seed>.png). Prints the
+(an autoregressive decoder draws the pixels in a second compiled loop) and saves a grid (default PRIOR_DIR/figures/samples_seed<seed>.png). Prints the
 compile time and the time of a second, compiled draw of the same size.
 """
 
@@ -54,7 +54,8 @@ def main(argv):
   images, codes = draw(key)
   sample_s = time.perf_counter() - t0
   out = Path(FLAGS.out or Path(FLAGS.workdir) / "figures" / f"samples_seed{FLAGS.seed}.png")
-  plotting.save_grid(jax.device_get(images), out, title=f"{n} samples: codes ~ PixelCNN prior, E[x | codes]")
+  shown = "means of x ~ p(x | codes)" if vq.model.ar_layers else "E[x | codes]"
+  plotting.save_grid(jax.device_get(images), out, title=f"{n} samples: codes ~ PixelCNN prior, {shown}")
   print(json.dumps(dict(num_samples=n, first_call_s=round(compile_s, 3), seconds_after_compilation=round(sample_s, 3),
                         png=str(out), device=str(jax.devices()[0].device_kind)), indent=2))
 

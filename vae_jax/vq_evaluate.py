@@ -50,31 +50,35 @@ def _batches(n: int, batch_size: int):
     yield start, min(batch_size, n - start)
 
 
-@compilation.jit(static_argnames=("model", "mode"))
-def _vq_batch(model, params, raw, index, key, *, mode):
+@compilation.jit(static_argnames=("model", "mode", "likelihood"))
+def _vq_batch(model, params, raw, index, key, *, mode, likelihood=True):
   def one(r, i):
     x = vqvae.model_input(r, jax.random.fold_in(key, i), mode, model.likelihood)
+    if not likelihood:
+      return model.apply({"params": params}, x, method=model.codes), jnp.zeros(())
     t = model.apply({"params": params}, x)
     return t["indices"], t["log_px_z"]
   return jax.vmap(one)(raw, index)
 
 
 def encode(model: vqvae.VQVAE, params, images: np.ndarray, *, mode: str, key: jax.Array,
-           batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+           batch_size: int = 500, likelihood: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
   """Codes and log p(x | z_q(x)) of uint8 ``images`` [N, H, W, C] -> (int32 [N, h, w], [N]).
 
   Image i's input noise (dynamic binarization) comes from ``fold_in(key, i)``,
-  so results do not depend on the batch size.
+  so results do not depend on the batch size. ``likelihood=False``: the codes
+  alone (no decoder pass; the second value is None).
   """
   n = images.shape[0]
   codes, log_px = [], []
   for start, m in _batches(n, batch_size):
     raw = jnp.asarray(_pad(np.asarray(images[start:start + m]), batch_size))
     index = jnp.arange(start, start + batch_size)
-    c, lp = jax.device_get(_vq_batch(model, params, raw, index, key, mode=mode))
+    c, lp = jax.device_get(_vq_batch(model, params, raw, index, key, mode=mode, likelihood=likelihood))
     codes.append(c[:m])
     log_px.append(lp[:m])
-  return np.concatenate(codes).astype(np.int32), np.concatenate(log_px).astype(np.float64)
+  codes = np.concatenate(codes).astype(np.int32)
+  return codes, (np.concatenate(log_px).astype(np.float64) if likelihood else None)
 
 
 @compilation.jit(static_argnames=("prior",))

@@ -224,9 +224,10 @@ def train_prior(config, workdir: str | Path, *, datasets: dict[str, data_lib.Spl
   code_key = train.RunKeys.from_seed(vq_run.config.seed).eval
   t0 = time.perf_counter()
   train_codes, _ = vq_evaluate.encode(vq_model, vq_run.params, datasets["train"].images, mode=mode,
-                                      key=code_key, batch_size=config.eval.batch_size)
+                                      key=code_key, batch_size=config.eval.batch_size, likelihood=False)
   val_codes, _ = vq_evaluate.encode(vq_model, vq_run.params, datasets["validation"].images, mode=mode,
-                                    key=jax.random.fold_in(code_key, 1), batch_size=config.eval.batch_size)
+                                    key=jax.random.fold_in(code_key, 1), batch_size=config.eval.batch_size,
+                                    likelihood=False)
   log.info("encoded %d + %d images to codes in %.1f s", len(train_codes), len(val_codes),
            time.perf_counter() - t0)
   data = {"codes": jnp.asarray(train_codes)}
@@ -273,5 +274,6 @@ def save_samples(vq_model, vq_params, prior, prior_params, key, path: Path, num_
   if prior.num_classes and labels is None:
     labels = jnp.arange(num_samples) % prior.num_classes
   images, _ = sample_images(vq_model, vq_params, prior, prior_params, key, num_samples, labels)
-  title = "VQ-VAE samples: z ~ PixelCNN prior, E[x | z]"
+  shown = "means of x ~ p(x | z)" if vq_model.ar_layers else "E[x | z]"
+  title = f"VQ-VAE samples: z ~ PixelCNN prior, {shown}"
   return plotting.save_grid(np.asarray(images), path, title=title)
