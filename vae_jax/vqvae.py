@@ -294,14 +294,14 @@ def check_autoregressive(ar_layers: int, kernel_size: int, likelihood: str, imag
     raise ValueError(f"ar_kernel_size={kernel_size}: expected an odd size")
 
 
-def _draw(model: VQVAE, params: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(a draw of x, its mean) [N, C] from the parameters of p(x_i | ...) at one pixel."""
+def _draw(model: VQVAE, pixel: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(a draw of x_i, its mean) [N, C] from ``pixel``, the parameters of p(x_i | x_<i, z_q) at one pixel."""
   if model.likelihood == "bernoulli":
-    p = jax.nn.sigmoid(params)
+    p = jax.nn.sigmoid(pixel)
     return jax.random.bernoulli(key, p).astype(jnp.float32), p
-  levels = jax.random.categorical(key, params, axis=-1)
+  levels = jax.random.categorical(key, pixel, axis=-1)
   scale = dist.NUM_LEVELS - 1
-  mean = jnp.sum(jax.nn.softmax(params, axis=-1) * jnp.arange(dist.NUM_LEVELS), axis=-1) / scale
+  mean = jnp.sum(jax.nn.softmax(pixel, axis=-1) * jnp.arange(dist.NUM_LEVELS), axis=-1) / scale
   return levels.astype(jnp.float32) / scale, mean
 
 
