@@ -33,6 +33,9 @@ from vae_jax import vq_config
 
 log = logging.getLogger(__name__)
 
+# A field a VQ-VAE or prior workdir's config.json lacks counts as this value (written before it existed).
+ADDED_FIELDS = {**train.ADDED_FIELDS, **vq_config.VQVAE_ADDED_FIELDS}
+
 
 def prepare_workdir(config, workdir: str | Path) -> Path:
   """Creates ``workdir`` (WorkdirError if it cannot be written); refuses one that holds a run of
@@ -40,8 +43,8 @@ def prepare_workdir(config, workdir: str | Path) -> Path:
   workdir = train._prepare_workdir(Path(workdir))
   cfg_path = workdir / "config.json"
   if cfg_path.exists():
-    added = {**train.ADDED_FIELDS, **vq_config.VQVAE_ADDED_FIELDS}
-    diffs = train._config_diff(json.loads(cfg_path.read_text()), train._config_to_json(config), added=added)
+    diffs = train._config_diff(json.loads(cfg_path.read_text()), train._config_to_json(config),
+                               added=ADDED_FIELDS)
     if diffs:
       raise config_lib.ConfigError(
           f"{workdir} holds a run with another config; use a new workdir or the same config. "

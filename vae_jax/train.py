@@ -359,13 +359,14 @@ def _config_to_json(config) -> dict:
   return json.loads(config.to_json())
 
 
-def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
-  """The config a workdir was trained with (``workdir/config.json``)."""
+def load_config(workdir: str | Path, added: dict | None = None) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with (``workdir/config.json``); a field it lacks takes
+  its value from ``added`` (default ``ADDED_FIELDS``)."""
   path = Path(workdir) / "config.json"
   if not path.exists():
     raise FileNotFoundError(f"{path} does not exist: is {workdir} a training workdir?")
   cfg = json.loads(path.read_text())
-  for name, value in ADDED_FIELDS.items():
+  for name, value in (ADDED_FIELDS if added is None else added).items():
     section, field = name.split(".")
     cfg.get(section, {}).setdefault(field, value)
 

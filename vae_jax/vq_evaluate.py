@@ -29,6 +29,7 @@ from vae_jax import compilation
 from vae_jax import checkpointing
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
+from vae_jax import loop
 from vae_jax import pixelcnn
 from vae_jax import quantization as vq
 from vae_jax import train
@@ -190,14 +191,10 @@ def load_vqvae(workdir: str | Path) -> Restored:
   """The newest VQ-VAE checkpoint of a ``train_vqvae`` workdir."""
   from vae_jax import vq_train  # noqa: PLC0415 (vq_train imports this module)
   workdir = Path(workdir)
-  config = train.load_config(workdir)
+  config = train.load_config(workdir, added=loop.ADDED_FIELDS)
   if config.get("model", {}).get("name") != "vqvae":
     raise config_lib.ConfigError(f"{workdir} is not a VQ-VAE workdir (its config.model.name is "
                                  f"{config.get('model', {}).get('name')!r}, not 'vqvae')")
-  for name, value in vq_config.VQVAE_ADDED_FIELDS.items():  # workdirs written before the field
-    section, field = name.split(".")
-    if field not in config[section]:
-      config[section][field] = value
   model = vq_config.make_vqvae(config)
   tx = _template_tx(config)
   template = _abstract(lambda: vq_train.create_train_state(model, jax.random.key(0), tx))
