@@ -58,7 +58,10 @@ def run(config, workdir: Path) -> dict:
     with_logvar = config.method == "m1_m2" and config.m1_features == "sample"
     feats = {s: ssl.posterior_means(vae, vae_params, splits[s].images, with_logvar=with_logvar)
              for s in splits}
-    row.update(m1_workdir=config.m1_workdir, m1_epochs=vae_epoch)
+    keep = ssl.active_dims(feats["train"][:, 0] if with_logvar else feats["train"],
+                           config.m1_active_threshold)
+    feats = {s: f[..., keep] for s, f in feats.items()}
+    row.update(m1_workdir=config.m1_workdir, m1_epochs=vae_epoch, m1_features_kept=int(keep.size))
 
   if config.method == "m1":
     clf = ssl.fit_softmax_regression(feats["train"][picked], labels["train"][picked],
@@ -86,8 +89,9 @@ def run(config, workdir: Path) -> dict:
     tx = config_lib.make_optimizer(config.optimizer, schedule)
     params = jax.jit(ssl.init_m2, static_argnums=0)(model, keys.init)
     state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx)
-    weight = ssl.classifier_weight(config.m2.alpha_scale, n_train, config.num_labelled)
-    epoch_fn = ssl.make_m2_epoch(model, kind=kind, weight=weight, batch_size=config.batch_size,
+    weights = ssl.objective_weights(config.m2.objective, config.m2.alpha_scale, n_train,
+                                    config.num_labelled)
+    epoch_fn = ssl.make_m2_epoch(model, kind=kind, weights=weights, batch_size=config.batch_size,
                                  labelled_batch_size=config.m2.labelled_batch_size)
     data = (jnp.asarray(inputs["train"]), jnp.asarray(inputs["train"][picked]),
             jnp.asarray(labels["train"][picked]))
@@ -103,7 +107,8 @@ def run(config, workdir: Path) -> dict:
                                             batch_size=config.eval.batch_size), labels[s])
               for s in ("validation", "test")}
     metrics = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines() if l.strip()]
-    row.update(epochs=int(state.step) // steps_per_epoch, classifier_weight=weight,
+    row.update(epochs=int(state.step) // steps_per_epoch, labelled_weight=weights[0],
+               classifier_weight=weights[1],
                train_seconds=float(sum(m["seconds"] for m in metrics)),
                val_error_per_epoch=[m.get("val_error") for m in metrics])
   row.update(test_error=errors["test"], validation_error=errors["validation"],

@@ -5,6 +5,7 @@ import importlib
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -151,7 +152,9 @@ def test_m2_learns_from_few_labels_and_a_seed_fixes_the_run():
   x_test, y_test = _clusters(jax.random.key(1), 300)
   picked = ssl.balanced_subset(y, 6, jax.random.key(2), 3)  # 2 labels per class
   data = (jnp.asarray(x), jnp.asarray(x[picked]), jnp.asarray(y[picked]))
-  epoch = ssl.make_m2_epoch(model, kind="mean", weight=ssl.classifier_weight(0.1, 600, 6),
+  # The labels at full weight ("equal"): with the paper's weight (0.1 on 6 labels) this 2-D toy finds
+  # the clusters but can name them with a permutation of the labels.
+  epoch = ssl.make_m2_epoch(model, kind="mean", weights=ssl.objective_weights("equal", 0.1, 600, 6),
                             batch_size=50, labelled_batch_size=6)
   tx = optax.adam(1e-2)
 
@@ -174,6 +177,57 @@ def test_m2_learns_from_few_labels_and_a_seed_fixes_the_run():
   again, _ = run(0, epochs=2)
   first_two, _ = run(0, epochs=2)
   jax.tree.map(np.testing.assert_array_equal, again.params, first_two.params)
+
+
+def test_the_paper_objective_is_j_alpha_per_training_image():
+  """mean_u U + w_l mean_l L + w_c mean_l CE = J^alpha / N, J^alpha = sum_l L + sum_u U + alpha * mean_l CE,
+  alpha = 0.1 N (Kingma et al. 2014, eq. 9); and the step's loss is that sum of its reported terms."""
+  rng = np.random.default_rng(0)
+  n, n_l = 500, 20
+  u, lab, ce = rng.uniform(50, 150, n), rng.uniform(50, 150, n_l), rng.uniform(0, 3, n_l)
+  j_alpha = lab.sum() + u.sum() + 0.1 * n * ce.mean()
+  w_l, w_c = ssl.objective_weights("paper", 0.1, n, n_l)
+  np.testing.assert_allclose(u.mean() + w_l * lab.mean() + w_c * ce.mean(), j_alpha / n, rtol=1e-12)
+  # Kingma's code: a labelled example's -log q(y|x) weighs alpha_scale * N / N_l, an unlabelled U weighs 1.
+  np.testing.assert_allclose((w_c / n_l) / (1 / n), 0.1 * n / n_l)
+  assert ssl.objective_weights("equal", 0.1, n, n_l) == (1.0, 0.1 * n / n_l)
+  with pytest.raises(ValueError, match="objective 'sum'"):
+    ssl.objective_weights("sum", 0.1, n, n_l)
+
+  model = ssl.M2(input_shape=(4,), num_classes=3, hidden_sizes=(8,), latent_dim=2, likelihood="gaussian")
+  x, y = _clusters(jax.random.key(0), 30)
+  params = init_m2(model, jax.random.key(1))
+  tx = optax.sgd(0.0)
+  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx)
+  weights = ssl.objective_weights("paper", 0.1, 30, 6)
+  _, m = jax.jit(lambda s, b, k: ssl.m2_step(s, b, k, model=model, kind="mean", weights=weights,
+                                             labelled_batch_size=6))(
+      state, (jnp.asarray(x), jnp.asarray(x[:6]), jnp.asarray(y[:6])), jax.random.key(2))
+  np.testing.assert_allclose(m["loss"], m["unlabelled"] + weights[0] * m["labelled"]
+                             + weights[1] * m["classification"], rtol=1e-6)
+
+
+def test_active_dims_drop_collapsed_units():
+  rng = np.random.default_rng(0)
+  means = rng.normal(size=(1000, 4)) * np.array([0.0, 0.05, 1.0, 0.3])  # std 0, 0.05, 1, 0.3
+  np.testing.assert_array_equal(ssl.active_dims(means, 0.1), [2, 3])
+  np.testing.assert_array_equal(ssl.active_dims(means, 0.0), [0, 1, 2, 3])  # 0: keep all (before)
+  with pytest.raises(data_lib.DataError, match="no latent dimension .* std above 2.0 .*collapsed"):
+    ssl.active_dims(means, 2.0)
+  with pytest.raises(data_lib.DataError, match=r"shape \(1000, 2, 2\); expected \[N, D\]"):
+    ssl.active_dims(means.reshape(1000, 2, 2), 0.1)
+
+
+def test_old_workdirs_resume_with_the_objective_they_were_trained_with(tmp_path):
+  from vae_jax import loop
+  cfg = importlib.import_module("experiments.configs.semisupervised.m1_m2").get_config()
+  old = cfg.to_dict()
+  del old["m2"]["objective"], old["m1_active_threshold"]
+  (tmp_path / "config.json").write_text(ml_collections.ConfigDict(old).to_json())
+  with pytest.raises(config_lib.ConfigError, match="m2.objective"):
+    loop.prepare_workdir(cfg, tmp_path)  # the new default ("paper") is another objective
+  cfg.m2.objective, cfg.m1_active_threshold = "equal", 0.0
+  loop.prepare_workdir(cfg, tmp_path)
 
 
 def test_sampled_features_are_draws_from_the_m1_posterior():
@@ -201,6 +255,8 @@ def test_semisupervised_configs_are_valid(name):
     ("m2.alpha_scale", -1.0, "config.m2.alpha_scale=-1.0"),
     ("data.name", "binarized_mnist", "config.data.name='binarized_mnist'"),
     ("m1_features", "mode", "config.m1_features='mode'"),
+    ("m2.objective", "mean", "config.m2.objective='mean'"),
+    ("m1_active_threshold", -0.1, "config.m1_active_threshold=-0.1"),
 ])
 def test_invalid_fields_are_named(field, value, match):
   cfg = importlib.import_module("experiments.configs.semisupervised.m2").get_config()

@@ -28,13 +28,15 @@ from vae_jax import checkpointing
 from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
+from vae_jax import ssl_config
 from vae_jax import train
 from vae_jax import vq_config
 
 log = logging.getLogger(__name__)
 
-# A field a VQ-VAE or prior workdir's config.json lacks counts as this value (written before it existed).
-ADDED_FIELDS = {**train.ADDED_FIELDS, **vq_config.VQVAE_ADDED_FIELDS}
+# A field a VQ-VAE, prior or semi-supervised workdir's config.json lacks counts as this value
+# (written before it existed).
+ADDED_FIELDS = {**train.ADDED_FIELDS, **vq_config.VQVAE_ADDED_FIELDS, **ssl_config.SSL_ADDED_FIELDS}
 
 
 def prepare_workdir(config, workdir: str | Path) -> Path:

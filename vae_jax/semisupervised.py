@@ -269,23 +269,37 @@ def eval_input(raw, kind: str) -> jax.Array:
 
 # -- training --------------------------------------------------------------------
 
-def classifier_weight(alpha_scale: float, num_train: int, num_labelled: int) -> float:
-  """The weight of the batch-mean -log q(y|x) in the step objective: alpha / N_l, alpha = alpha_scale * N.
+OBJECTIVES = ("paper", "equal")
 
-  The paper's J^alpha = sum_l L + sum_u U + alpha * sum_l [-log q(y|x)] with
-  alpha = 0.1 N; each step estimates it per example with a labelled and an
-  unlabelled batch, L and U at equal weight, so the classification term is
-  alpha / N_l times its labelled-batch mean (0.1 * 50000 / 100 = 50 for 100 labels).
+
+def objective_weights(objective: str, alpha_scale: float, num_train: int,
+                      num_labelled: int) -> tuple[float, float]:
+  """(w_l, w_c): the step loss is mean_u U + w_l * mean_l L + w_c * mean_l -log q(y|x).
+
+  "paper": the paper's J^alpha = sum_l L + sum_u U + alpha * E_l[-log q(y|x)]
+  with alpha = alpha_scale * N, divided by N (the N training images, all
+  unlabelled-set members): w_l = N_l / N, w_c = alpha_scale (0.1). Kingma's
+  code does the same: each labelled example's -log q(y|x) weighs
+  alpha * N / N_l against 1 for an unlabelled example, and each example
+  counts once per epoch.
+  "equal": our first reading, L and U batch means at equal weight, w_l = 1 and
+  w_c = alpha_scale * N / N_l (50 for 100 labels): the labels weigh 500 times
+  more than in the paper.
   """
-  return alpha_scale * num_train / num_labelled
+  if objective == "paper":
+    return num_labelled / num_train, alpha_scale
+  if objective == "equal":
+    return 1.0, alpha_scale * num_train / num_labelled
+  raise ValueError(f"objective {objective!r}: choose one of {OBJECTIVES}")
 
 
 def m2_step(state: train.TrainState, batch, key: jax.Array, *, model: M2, kind: str,
-            weight: float, labelled_batch_size: int):
+            weights: tuple[float, float], labelled_batch_size: int):
   """One optimizer step: unlabelled batch + a labelled batch drawn (with replacement) from the subset.
 
   ``batch`` = (unlabelled raw [B, ...], labelled raw [N_l, ...], labels [N_l]).
-  loss = mean_l L(x, y) + mean_u U(x) + weight * mean_l -log q(y | x).
+  loss = mean_u U(x) + w_l * mean_l L(x, y) + w_c * mean_l -log q(y | x), (w_l, w_c) = ``weights``
+  (``objective_weights``).
   Returns (state, metrics) with batch means and the labelled-batch accuracy.
   """
   raw_u, raw_l, labels = batch
@@ -300,7 +314,7 @@ def m2_step(state: train.TrainState, batch, key: jax.Array, *, model: M2, kind: 
     unl, unl_aux = jax.vmap(lambda x, k: unlabelled_loss(model, params, x, k))(x_u, keys_u)
     logits = jax.vmap(lambda x: model.apply({"params": params}, x, method=model.classify))(x_l)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y_l)
-    loss = jnp.mean(lab) + jnp.mean(unl) + weight * jnp.mean(ce)
+    loss = jnp.mean(unl) + weights[0] * jnp.mean(lab) + weights[1] * jnp.mean(ce)
     return loss, dict(labelled=jnp.mean(lab), unlabelled=jnp.mean(unl), classification=jnp.mean(ce),
                       entropy=jnp.mean(unl_aux["entropy"]), kl=jnp.mean(unl_aux["kl"]),
                       labelled_accuracy=jnp.mean(jnp.argmax(logits, -1) == y_l))
@@ -309,7 +323,7 @@ def m2_step(state: train.TrainState, batch, key: jax.Array, *, model: M2, kind: 
   return state.apply_gradients(grads), dict(loss=loss, grad_norm=optax.tree.norm(grads), **aux)
 
 
-def make_m2_epoch(model: M2, *, kind: str, weight: float, batch_size: int,
+def make_m2_epoch(model: M2, *, kind: str, weights: tuple[float, float], batch_size: int,
                   labelled_batch_size: int) -> Callable:
   """A jitted ``epoch(state, data, epoch, train_key, data_key) -> (state, metrics [num_batches])``.
 
@@ -318,7 +332,7 @@ def make_m2_epoch(model: M2, *, kind: str, weight: float, batch_size: int,
   set from ``fold_in(data_key, epoch)``, the step key ``fold_in(train_key,
   step)`` (resumable with no saved key); the state is donated.
   """
-  step = functools.partial(m2_step, model=model, kind=kind, weight=weight,
+  step = functools.partial(m2_step, model=model, kind=kind, weights=tuple(weights),
                            labelled_batch_size=labelled_batch_size)
 
   def epoch_fn(state, data, epoch, train_key, data_key):
@@ -370,6 +384,26 @@ def posterior_means(vae: models.VAE, params, images: np.ndarray, *, batch_size: 
                                      with_logvar=with_logvar))
          for i in range(0, len(images), batch_size)]
   return np.concatenate(out)
+
+
+def active_dims(means, threshold: float) -> np.ndarray:
+  """Indices of the latent dimensions whose posterior mean varies over the data (std > threshold).
+
+  A collapsed unit has E[z | x] = 0 and q(z | x) = N(0, 1) for every x: as a
+  feature it is constant (means) or pure noise (draws). Kingma's M1+M2 code
+  keeps the dimensions with std > 0.1. ``threshold`` 0 keeps all of them.
+  """
+  means = np.asarray(means)
+  if means.ndim != 2:
+    raise DataError(f"posterior means have shape {means.shape}; expected [N, D]")
+  if threshold <= 0:
+    return np.arange(means.shape[1])
+  keep = np.flatnonzero(means.std(axis=0) > threshold)
+  if keep.size == 0:
+    raise DataError(f"no latent dimension of the M1 VAE has a posterior-mean std above {threshold} "
+                    f"(largest: {means.std(axis=0).max():.3g}): its posterior has collapsed; train "
+                    "it longer or lower m1_active_threshold")
+  return keep
 
 
 @dataclasses.dataclass(frozen=True)

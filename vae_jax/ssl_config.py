@@ -29,16 +29,22 @@ FIELDS = {
     "data.download": _c.Bool(),
     "m1_workdir": _c.Str(),
     "m1_features": _c.Choice(("mean", "sample")),
+    "m1_active_threshold": _c.Float(0.0, 1e6),
     "m2.hidden_sizes": _c.Sizes(),
     "m2.latent_dim": _c.Int(1, _c.MAX_WIDTH),
     "m2.activation": _c.Choice(semisupervised.ACTIVATIONS),
     "m2.alpha_scale": _c.Float(0.0, 1e6),
+    "m2.objective": _c.Choice(semisupervised.OBJECTIVES),
     "m2.labelled_batch_size": _c.Int(1),
     "classifier.l2": _c.Float(0.0, 1e6),
     "classifier.steps": _c.Int(1),
     "classifier.learning_rate": _c.Float(0.0, 10.0, lo_open=True),
     **vq_config._TRAINING_FIELDS,
 }
+
+
+# A field an older workdir's config.json lacks counts as this value (the behaviour before it existed).
+SSL_ADDED_FIELDS = {"m2.objective": "equal", "m1_active_threshold": 0.0}
 
 
 def validate(config, *, check_workdir: bool = True) -> None:

@@ -27,12 +27,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.m1_workdir = ""                 # m1, m1_m2: a workdir of experiments/configs/semisupervised/m1_vae.py
   config.m1_features = "mean"            # m1_m2: M2's data are M1's posterior means, or a fresh draw
                                          # z1 ~ q(z1|x) each step ("sample", as in the paper)
+  config.m1_active_threshold = 0.1       # m1, m1_m2: keep M1's latent dimensions whose posterior mean
+                                         # has std > this over the training images (Kingma's code: 0.1)
 
   config.m2 = ml_collections.ConfigDict()
   config.m2.hidden_sizes = (500,)
   config.m2.latent_dim = 50
   config.m2.activation = "softplus"
   config.m2.alpha_scale = 0.1            # alpha = alpha_scale * N (the paper: 0.1 N)
+  config.m2.objective = "paper"          # paper: J^alpha / N (labels weigh alpha_scale); equal: L and U
+                                         # batch means at equal weight (labels weigh 500x more; before)
   config.m2.labelled_batch_size = 100    # labelled examples per step (drawn with replacement)
 
   config.classifier = ml_collections.ConfigDict()  # m1: the softmax regression on M1's features
