@@ -2,6 +2,7 @@
 classifier, training, config checks."""
 
 import importlib
+import json
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ import scipy.special
 from experiments.configs.semisupervised import m1_vae
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
+from vae_jax import plotting
 from vae_jax import semisupervised as ssl
 from vae_jax import ssl_config
 from vae_jax import train
@@ -279,3 +281,19 @@ def test_m1_methods_need_a_trained_vae_workdir_of_the_same_data(tmp_path):
   cfg.unknown = 1
   with pytest.raises(config_lib.ConfigError, match="config.unknown is not a known field"):
     ssl_config.validate(cfg)
+
+
+def test_plot_metrics_draws_each_workdirs_curve_and_names_what_is_missing(tmp_path):
+  import matplotlib.image
+  from experiments import plot_metrics
+  rows = [{"epoch": e, "val_error": 0.5 / e} if e % 2 else {"epoch": e} for e in range(1, 7)]
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+  assert plot_metrics.read_curve(tmp_path / "run", "val_error") == ([1, 3, 5], [0.5, 0.5 / 3, 0.1])
+  with pytest.raises(ValueError, match="has no 'val_elbo' values"):
+    plot_metrics.read_curve(tmp_path / "run", "val_elbo")
+  with pytest.raises(ValueError, match="is not a training workdir"):
+    plot_metrics.read_curve(tmp_path, "val_error")
+  x, y = plot_metrics.read_curve(tmp_path / "run", "val_error")
+  path = plotting.save_curves({"run": (x, y)}, tmp_path / "curve.png", reference=(0.2, "target"))
+  assert matplotlib.image.imread(path).shape[:2] == (462, 704)

@@ -127,3 +127,28 @@ def interpolate(z_a: np.ndarray, z_b: np.ndarray, steps: int) -> np.ndarray:
   """``steps`` points on the segment from z_a to z_b (both ends included): [steps, D]."""
   t = np.linspace(0.0, 1.0, steps)[:, None]
   return ((1.0 - t) * np.asarray(z_a)[None] + t * np.asarray(z_b)[None]).astype(np.float32)
+
+
+def save_curves(curves: dict, path: str | Path, *, xlabel: str = "epoch", ylabel: str = "",
+                title: str = "", reference: tuple[float, str] | None = None, log_y: bool = False) -> Path:
+  """Line plot of named curves {name: (x [N], y [N])}, optionally a dashed horizontal reference
+  line (value, label)."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  for name, (x, y) in curves.items():
+    ax.plot(np.asarray(x), np.asarray(y), linewidth=1.2, label=str(name))
+  if reference is not None:
+    ax.axhline(reference[0], color="k", linestyle="--", linewidth=1.0, label=reference[1])
+  if log_y:
+    ax.set_yscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.grid(True, alpha=0.3)
+  ax.legend(fontsize=8, frameon=False)
+  if title:
+    ax.set_title(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path

@@ -15,5 +15,7 @@ def get_config():
   config.method = "m1_m2"
   config.m1_features = "sample"
   config.optimizer.learning_rate = 1e-3
-  config.num_epochs = 30
+  config.optimizer.schedule = "cosine"
+  config.num_epochs = 300
+  config.checkpoint_every_epochs = 10
   return config
