@@ -18,6 +18,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _save(fig, ax, path: Path, title: str | None, *, dpi: int) -> Path:
+  """Titles ``ax``, writes ``fig`` to ``path`` as PNG and closes it."""
+  if title:
+    ax.set_title(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+  return path
+
+
 def tile(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarray:
   """[N, H, W, C] in [0, 1] -> one [rows*(H+pad), cols*(W+pad), C] mosaic."""
   images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
@@ -41,12 +51,7 @@ def save_grid(images: np.ndarray, path: str | Path, *, ncols: int | None = None,
   ax.imshow(mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic, cmap="gray", vmin=0, vmax=1,
             interpolation="nearest")
   ax.axis("off")
-  if title:
-    ax.set_title(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(fig, ax, path, title, dpi=120)
 
 
 def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray,
@@ -115,12 +120,7 @@ def save_scatter(points: np.ndarray, labels: np.ndarray | None, path: str | Path
     ax.legend(markerscale=6, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  if title:
-    ax.set_title(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return _save(fig, ax, path, title, dpi=110)
 
 
 def interpolate(z_a: np.ndarray, z_b: np.ndarray, steps: int) -> np.ndarray:
@@ -146,9 +146,4 @@ def save_curves(curves: dict, path: str | Path, *, xlabel: str = "epoch", ylabel
   ax.set_ylabel(ylabel)
   ax.grid(True, alpha=0.3)
   ax.legend(fontsize=8, frameon=False)
-  if title:
-    ax.set_title(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return _save(fig, ax, path, title, dpi=110)
