@@ -28,25 +28,24 @@ from vae_jax import checkpointing
 from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
-from vae_jax import ssl_config
 from vae_jax import train
 from vae_jax import vq_config
 
 log = logging.getLogger(__name__)
 
-# A field a VQ-VAE, prior or semi-supervised workdir's config.json lacks counts as this value
-# (written before it existed).
-ADDED_FIELDS = {**train.ADDED_FIELDS, **vq_config.VQVAE_ADDED_FIELDS, **ssl_config.SSL_ADDED_FIELDS}
+# A field a VQ-VAE or prior workdir's config.json lacks counts as this value (written before it existed).
+ADDED_FIELDS = {**train.ADDED_FIELDS, **vq_config.VQVAE_ADDED_FIELDS}
 
 
-def prepare_workdir(config, workdir: str | Path) -> Path:
+def prepare_workdir(config, workdir: str | Path, added: dict | None = None) -> Path:
   """Creates ``workdir`` (WorkdirError if it cannot be written); refuses one that holds a run of
-  another config (listing the differences)."""
+  another config (listing the differences). A field the saved config lacks counts as its value
+  in ``added`` (default ``ADDED_FIELDS``)."""
   workdir = train._prepare_workdir(Path(workdir))
   cfg_path = workdir / "config.json"
   if cfg_path.exists():
     diffs = train._config_diff(json.loads(cfg_path.read_text()), train._config_to_json(config),
-                               added=ADDED_FIELDS)
+                               added=ADDED_FIELDS if added is None else added)
     if diffs:
       raise config_lib.ConfigError(
           f"{workdir} holds a run with another config; use a new workdir or the same config. "

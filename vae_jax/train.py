@@ -367,8 +367,8 @@ def load_config(workdir: str | Path, added: dict | None = None) -> ml_collection
     raise FileNotFoundError(f"{path} does not exist: is {workdir} a training workdir?")
   cfg = json.loads(path.read_text())
   for name, value in (ADDED_FIELDS if added is None else added).items():
-    section, field = name.split(".")
-    cfg.get(section, {}).setdefault(field, value)
+    section, _, field = name.rpartition(".")
+    (cfg.get(section, {}) if section else cfg).setdefault(field, value)
 
   def tuplify(d):
     for k, v in d.items():
