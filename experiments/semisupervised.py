@@ -40,8 +40,7 @@ flags.DEFINE_string("results", "", "A JSON file collecting one row per (method, 
 
 def run(config, workdir: Path) -> dict:
   ssl_config.validate(config)
-  workdir = loop.prepare_workdir(config, workdir,
-                                 added={**loop.ADDED_FIELDS, **ssl_config.SSL_ADDED_FIELDS})
+  workdir = loop.prepare_workdir(config, workdir, added=ssl_config.SSL_ADDED_FIELDS)
   data_config = ml_collections.ConfigDict(dict(
       name=config.data.name, data_dir=config.data.data_dir, download=config.data.download,
       mode="dynamic", binarize_seed=0))

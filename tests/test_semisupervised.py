@@ -226,7 +226,7 @@ def test_old_workdirs_resume_with_the_objective_they_were_trained_with(tmp_path)
   old = cfg.to_dict()
   del old["m2"]["objective"], old["m1_active_threshold"]
   (tmp_path / "config.json").write_text(ml_collections.ConfigDict(old).to_json())
-  added = {**loop.ADDED_FIELDS, **ssl_config.SSL_ADDED_FIELDS}  # as experiments.semisupervised
+  added = ssl_config.SSL_ADDED_FIELDS  # as experiments.semisupervised
   with pytest.raises(config_lib.ConfigError, match="m2.objective"):
     loop.prepare_workdir(cfg, tmp_path, added=added)  # the new default ("paper") is another objective
   cfg.m2.objective, cfg.m1_active_threshold = "equal", 0.0

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from vae_jax import config as config_lib
+from vae_jax import loop
 from vae_jax import semisupervised
 from vae_jax import vq_config
 
@@ -43,8 +44,9 @@ FIELDS = {
 }
 
 
-# A field an older workdir's config.json lacks counts as this value (the behaviour before it existed).
-SSL_ADDED_FIELDS = {"m2.objective": "equal", "m1_active_threshold": 0.0}
+# A field an older workdir's config.json lacks counts as this value (the behaviour before it existed);
+# the resume check of ``experiments.semisupervised`` (``loop.prepare_workdir(added=...)``).
+SSL_ADDED_FIELDS = {**loop.ADDED_FIELDS, "m2.objective": "equal", "m1_active_threshold": 0.0}
 
 
 def validate(config, *, check_workdir: bool = True) -> None:

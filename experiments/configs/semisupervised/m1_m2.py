@@ -1,4 +1,4 @@
-"""M1+M2 (Kingma et al. 2014): M2 on the 50 latent features of a trained M1 VAE, Gaussian likelihood.
+"""M1+M2 (Kingma et al. 2014): M2 on the active latent units of a trained M1 VAE, Gaussian likelihood.
 
     python -m experiments.train --config experiments/configs/semisupervised/m1_vae.py --workdir runs/ssl_m1
     python -m experiments.semisupervised --config experiments/configs/semisupervised/m1_m2.py \

@@ -6,7 +6,7 @@ Two hidden layers of 500 softplus units, 50 latents, Bernoulli decoder on
 dynamically binarized ``mnist`` (50,000 train / 10,000 validation images, the
 labels unused): the M1 of Kingma's M1+M2 code (``mnist_z_x_50-500-500_longrun``;
 the paper's table lists 600-600 for M1 alone). 400 epochs of Adam with a cosine
-decay from 1e-3 (about 20 min on 2 CPU cores); the reference model trained far
+decay from 1e-3 (about 25 min on 2 CPU cores); the reference model trained far
 longer. ``experiments.semisupervised`` reads this workdir for the M1 and M1+M2
 classifiers.
 """
