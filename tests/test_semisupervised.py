@@ -209,6 +209,43 @@ def test_the_paper_objective_is_j_alpha_per_training_image():
                              + weights[1] * m["classification"], rtol=1e-6)
 
 
+def test_warm_restarts_repeat_the_cosine_cycle_and_its_first_cycle_is_the_plain_schedule():
+  """A run of two cycles is, up to the restart, the run of one cycle bit for bit (so a finished
+  one-cycle workdir is the first half of a two-cycle run)."""
+  opt = lambda **kw: ml_collections.ConfigDict(dict(name="adam", learning_rate=1e-2, b1=0.9, b2=0.999,
+                                                    eps=1e-8, grad_clip_norm=0.0, schedule="cosine", **kw))
+  spe = 12  # 600 toy examples / batch 50
+  plain = config_lib.make_schedule(opt(), spe, 2)
+  restarts = config_lib.make_schedule(opt(cycle_epochs=2), spe, 6)
+  steps = jnp.arange(6 * spe)
+  lr = np.asarray(jax.jit(jax.vmap(restarts))(steps))
+  np.testing.assert_array_equal(lr[:2 * spe], np.asarray(jax.jit(jax.vmap(plain))(steps[:2 * spe])))
+  np.testing.assert_array_equal(lr[2 * spe:4 * spe], lr[:2 * spe])  # each cycle restarts from the peak
+  np.testing.assert_allclose(lr[[0, 2 * spe, 4 * spe]], 1e-2)
+  np.testing.assert_allclose(lr[spe], 0.5e-2, rtol=1e-6)  # cosine: half way down at mid-cycle
+  with pytest.raises(config_lib.ConfigError, match="num_epochs=5 is not a whole number"):
+    config_lib.make_schedule(opt(cycle_epochs=2), spe, 5)
+
+  model = ssl.M2(input_shape=(4,), num_classes=3, hidden_sizes=(8,), latent_dim=2, likelihood="gaussian")
+  x, y = _clusters(jax.random.key(0), 600)
+  data = (jnp.asarray(x), jnp.asarray(x[:6]), jnp.asarray(y[:6]))
+  epoch = ssl.make_m2_epoch(model, kind="mean", weights=ssl.objective_weights("paper", 0.1, 600, 6),
+                            batch_size=50, labelled_batch_size=6)
+  keys = train.RunKeys.from_seed(0)
+
+  def run(schedule, epochs):
+    tx = config_lib.make_optimizer(opt(), schedule)
+    params = init_m2(model, keys.init)
+    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx)
+    for e in range(1, epochs + 1):
+      state, _ = epoch(state, data, e, keys.train, keys.data)
+    return state
+
+  one_cycle = run(plain, 2)
+  jax.tree.map(np.testing.assert_array_equal, run(restarts, 2).params, one_cycle.params)
+  jax.tree.map(np.testing.assert_array_equal, run(restarts, 2).opt_state, one_cycle.opt_state)
+
+
 def test_active_dims_drop_collapsed_units():
   rng = np.random.default_rng(0)
   means = rng.normal(size=(1000, 4)) * np.array([0.0, 0.05, 1.0, 0.3])  # std 0, 0.05, 1, 0.3
@@ -224,12 +261,16 @@ def test_old_workdirs_resume_with_the_objective_they_were_trained_with(tmp_path)
   from vae_jax import loop
   cfg = importlib.import_module("experiments.configs.semisupervised.m1_m2").get_config()
   old = cfg.to_dict()
-  del old["m2"]["objective"], old["m1_active_threshold"]
+  del old["m2"]["objective"], old["m1_active_threshold"], old["optimizer"]["cycle_epochs"]
+  old["num_epochs"] = 300
   (tmp_path / "config.json").write_text(ml_collections.ConfigDict(old).to_json())
   added = ssl_config.SSL_ADDED_FIELDS  # as experiments.semisupervised
   with pytest.raises(config_lib.ConfigError, match="m2.objective"):
     loop.prepare_workdir(cfg, tmp_path, added=added)  # the new default ("paper") is another objective
-  cfg.m2.objective, cfg.m1_active_threshold = "equal", 0.0
+  cfg.m2.objective, cfg.m1_active_threshold, cfg.num_epochs = "equal", 0.0, 300
+  with pytest.raises(config_lib.ConfigError, match="optimizer.cycle_epochs"):
+    loop.prepare_workdir(cfg, tmp_path, added=added)  # an old workdir has one cosine cycle
+  cfg.optimizer.cycle_epochs = 0
   loop.prepare_workdir(cfg, tmp_path, added=added)
 
 
@@ -260,6 +301,9 @@ def test_semisupervised_configs_are_valid(name):
     ("m1_features", "mode", "config.m1_features='mode'"),
     ("m2.objective", "mean", "config.m2.objective='mean'"),
     ("m1_active_threshold", -0.1, "config.m1_active_threshold=-0.1"),
+    ("optimizer.cycle_epochs", -1, "config.optimizer.cycle_epochs=-1"),
+    ("optimizer.cycle_epochs", 2, "config.optimizer.cycle_epochs=2 is invalid: restarts are for "
+     "optimizer.schedule='cosine' .it is 'constant'"),
 ])
 def test_invalid_fields_are_named(field, value, match):
   cfg = importlib.import_module("experiments.configs.semisupervised.m2").get_config()
@@ -267,6 +311,14 @@ def test_invalid_fields_are_named(field, value, match):
   (cfg[section] if section else cfg)[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=match.replace("(", r"\(")):
     ssl_config.validate(cfg)
+
+
+def test_restarts_need_a_whole_number_of_cycles():
+  cfg = importlib.import_module("experiments.configs.semisupervised.m1_m2").get_config()
+  cfg.num_epochs = cfg.optimizer.cycle_epochs + 1
+  with pytest.raises(config_lib.ConfigError, match=f"config.optimizer.cycle_epochs=.*num_epochs="
+                     f"{cfg.num_epochs} must be a whole number of cycles"):
+    ssl_config.validate(cfg, check_workdir=False)
 
 
 def test_m1_methods_need_a_trained_vae_workdir_of_the_same_data(tmp_path):

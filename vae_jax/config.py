@@ -337,7 +337,17 @@ def make_schedule(opt_config, steps_per_epoch: int, total_epochs: int) -> optax.
   if opt_config.schedule == "constant":
     return optax.constant_schedule(lr)
   if opt_config.schedule == "cosine":
-    return optax.cosine_decay_schedule(lr, decay_steps=max(1, total_epochs * steps_per_epoch))
+    # optimizer.cycle_epochs > 0 (semi-supervised configs): cosine with warm restarts (Loshchilov &
+    # Hutter, 2017), equal cycles; the first cycle is the plain cosine schedule of that many epochs.
+    cycle = int(opt_config.get("cycle_epochs", 0)) or total_epochs
+    if total_epochs % cycle:
+      raise ConfigError(f"num_epochs={total_epochs} is not a whole number of "
+                        f"optimizer.cycle_epochs={cycle} cycles")
+    decay = optax.cosine_decay_schedule(lr, decay_steps=max(1, cycle * steps_per_epoch))
+    if cycle == total_epochs:
+      return decay
+    n = total_epochs // cycle
+    return optax.join_schedules([decay] * n, [k * cycle * steps_per_epoch for k in range(1, n)])
   # Burda et al. (2016), Sec. 5: stage i has 3^i epochs at lr 1e-3 * 10^(-i/7).
   boundaries, epoch = {}, 0
   for length in burda_stage_epochs(opt_config)[:-1]:

@@ -41,12 +41,14 @@ FIELDS = {
     "classifier.steps": _c.Int(1),
     "classifier.learning_rate": _c.Float(0.0, 10.0, lo_open=True),
     **vq_config._TRAINING_FIELDS,
+    "optimizer.cycle_epochs": _c.Int(0),
 }
 
 
 # A field an older workdir's config.json lacks counts as this value (the behaviour before it existed);
 # the resume check of ``experiments.semisupervised`` (``loop.prepare_workdir(added=...)``).
-SSL_ADDED_FIELDS = {**loop.ADDED_FIELDS, "m2.objective": "equal", "m1_active_threshold": 0.0}
+SSL_ADDED_FIELDS = {**loop.ADDED_FIELDS, "m2.objective": "equal", "m1_active_threshold": 0.0,
+                    "optimizer.cycle_epochs": 0}
 
 
 def validate(config, *, check_workdir: bool = True) -> None:
@@ -60,6 +62,13 @@ def validate(config, *, check_workdir: bool = True) -> None:
   if n % NUM_CLASSES:
     _c._fail("num_labelled", n, f"expected a multiple of the {NUM_CLASSES} classes (a balanced "
              "labelled subset), e.g. 100, 600, 1000 or 3000")
+  cycle = v["optimizer.cycle_epochs"]
+  if cycle and v["optimizer.schedule"] != "cosine":
+    _c._fail("optimizer.cycle_epochs", cycle, "restarts are for optimizer.schedule='cosine' "
+             f"(it is {v['optimizer.schedule']!r}); use 0")
+  if cycle and v["num_epochs"] % cycle:
+    _c._fail("optimizer.cycle_epochs", cycle, f"num_epochs={v['num_epochs']} must be a whole "
+             "number of cycles")
   if v["method"] in ("m1", "m1_m2") and check_workdir:
     workdir = v["m1_workdir"]
     cfg = Path(workdir) / "config.json" if workdir else None

@@ -16,6 +16,7 @@ def get_config():
   config.m1_features = "sample"
   config.optimizer.learning_rate = 1e-3
   config.optimizer.schedule = "cosine"
-  config.num_epochs = 300
+  config.optimizer.cycle_epochs = 300    # cosine with a warm restart: two 300-epoch cycles
+  config.num_epochs = 600
   config.checkpoint_every_epochs = 10
   return config

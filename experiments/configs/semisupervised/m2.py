@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 0.0
   config.optimizer.grad_clip_norm = 0.0
   config.optimizer.schedule = "constant"
+  config.optimizer.cycle_epochs = 0      # cosine: restart the schedule every this many epochs (0: never)
 
   config.batch_size = 100                # unlabelled examples per step
   config.num_epochs = 5                  # passes over the unlabelled set (the paper: far more)
