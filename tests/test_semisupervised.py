@@ -221,6 +221,8 @@ def test_warm_restarts_repeat_the_cosine_cycle_and_its_first_cycle_is_the_plain_
   lr = np.asarray(jax.jit(jax.vmap(restarts))(steps))
   np.testing.assert_array_equal(lr[:2 * spe], np.asarray(jax.jit(jax.vmap(plain))(steps[:2 * spe])))
   np.testing.assert_array_equal(lr[2 * spe:4 * spe], lr[:2 * spe])  # each cycle restarts from the peak
+  two_cycles = config_lib.make_schedule(opt(cycle_epochs=2), spe, 4)  # more cycles leave the first alone
+  np.testing.assert_array_equal(lr[:4 * spe], np.asarray(jax.jit(jax.vmap(two_cycles))(steps[:4 * spe])))
   np.testing.assert_allclose(lr[[0, 2 * spe, 4 * spe]], 1e-2)
   np.testing.assert_allclose(lr[spe], 0.5e-2, rtol=1e-6)  # cosine: half way down at mid-cycle
   with pytest.raises(config_lib.ConfigError, match="num_epochs=5 is not a whole number"):
