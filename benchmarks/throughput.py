@@ -154,7 +154,6 @@ def jax_throughput(images: np.ndarray, batch_size: int, epochs: int, model_name:
 
 
 def _torch_model(model_name: str, width: int):
-  import torch
   from torch import nn
   import torch.nn.functional as F
 
