@@ -243,9 +243,9 @@ def test_warm_restarts_repeat_the_cosine_cycle_and_its_first_cycle_is_the_plain_
       state, _ = epoch(state, data, e, keys.train, keys.data)
     return state
 
-  one_cycle = run(plain, 2)
-  jax.tree.map(np.testing.assert_array_equal, run(restarts, 2).params, one_cycle.params)
-  jax.tree.map(np.testing.assert_array_equal, run(restarts, 2).opt_state, one_cycle.opt_state)
+  one_cycle, first_cycle_of_three = run(plain, 2), run(restarts, 2)
+  jax.tree.map(np.testing.assert_array_equal, first_cycle_of_three.params, one_cycle.params)
+  jax.tree.map(np.testing.assert_array_equal, first_cycle_of_three.opt_state, one_cycle.opt_state)
 
 
 def test_active_dims_drop_collapsed_units():
