@@ -427,7 +427,12 @@ class VAE(nn.Module):
     n_layers = len(self.latent_dims)
     keys = jax.random.split(key, n_layers)
     mean1, logvar1 = self.encode(x, label)
-    z = dist.gaussian_sample(keys[0], mean1, logvar1, (num_samples,))
+    # One sample is drawn without the sample axis, which is added back to the
+    # per-sample terms below: the same draw (the normals of shape [D] are those
+    # of [1, D]), but XLA:CPU compiles the batched step without a size-1 axis
+    # about 20% faster (``benchmarks/throughput.py``, MLP at batch 1024).
+    sample_shape = () if num_samples == 1 else (num_samples,)
+    z = dist.gaussian_sample(keys[0], mean1, logvar1, sample_shape)
     log_qz = dist.gaussian_log_prob(z, mean1, logvar1)
     zs = [z]
     for l in range(1, n_layers):
@@ -440,7 +445,9 @@ class VAE(nn.Module):
       mean, logvar = self.dec_heads[l - 1](self.dec_trunks[l - 1](zs[l]))
       log_pz = log_pz + dist.gaussian_log_prob(zs[l - 1], mean, logvar)
     log_px_z = self.log_likelihood(x, self.decode(zs[0], label))
-    out = dict(log_px_z=log_px_z, log_pz=log_pz, log_qz=log_qz, mean=mean1, logvar=logvar1)
+    per_sample = lambda t: t if sample_shape else t[None]
+    out = dict(log_px_z=per_sample(log_px_z), log_pz=per_sample(log_pz), log_qz=per_sample(log_qz),
+               mean=mean1, logvar=logvar1)
     if self.closed_form_kl:
       out["kl"] = self.kl_to_prior(mean1, logvar1, label)
     return out
