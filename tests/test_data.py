@@ -79,6 +79,17 @@ def test_epoch_batches_are_a_seeded_permutation():
   assert not np.array_equal(idx, data_lib.epoch_batch_indices(jax.random.key(1), 103, 10))
 
 
+def test_take_rows_is_indexing():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (50, 4, 3, 2), dtype=np.uint8)
+  labels = rng.integers(0, 10, 50).astype(np.int32)
+  idx = jnp.asarray(rng.integers(0, 50, (3, 7)))
+  for data in (images, labels):
+    got = jax.jit(data_lib.take_rows)(jnp.asarray(data), idx)
+    assert got.shape == idx.shape + data.shape[1:] and got.dtype == data.dtype
+    np.testing.assert_array_equal(got, data[np.asarray(idx)])
+
+
 @pytest.mark.parametrize("images,match", [
     (np.zeros((5, 28, 28)), "shape"),
     (np.zeros((5, 32, 32, 1)), "shape"),

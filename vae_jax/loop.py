@@ -67,7 +67,7 @@ def make_epoch(step: Callable, batch_size: int, *, stepwise: bool = False) -> Ca
   step per batch driven from Python (``train.run_stepwise``) instead of one scan.
   """
   def body(state, idx, data, train_key):
-    batch = jax.tree.map(lambda a: a[idx], data)
+    batch = jax.tree.map(lambda a: data_lib.take_rows(a, idx), data)
     return step(state, batch, jax.random.fold_in(train_key, state.step))
 
   def batches(data, epoch, data_key):

@@ -305,7 +305,7 @@ def m2_step(state: train.TrainState, batch, key: jax.Array, *, model: M2, kind: 
   raw_u, raw_l, labels = batch
   pick_key, in_u_key, in_l_key, loss_key = jax.random.split(key, 4)
   idx = jax.random.randint(pick_key, (labelled_batch_size,), 0, labels.shape[0])
-  x_l, y_l = to_input(raw_l[idx], in_l_key, kind), labels[idx]
+  x_l, y_l = to_input(data_lib.take_rows(raw_l, idx), in_l_key, kind), labels[idx]
   x_u = to_input(raw_u, in_u_key, kind)
   keys_l, keys_u = jnp.split(jax.random.split(loss_key, x_l.shape[0] + x_u.shape[0]), [x_l.shape[0]])
 
@@ -341,7 +341,7 @@ def make_m2_epoch(model: M2, *, kind: str, weights: tuple[float, float], batch_s
                                            unlabelled.shape[0], batch_size)
 
     def body(state, idx):
-      return step(state, (unlabelled[idx], labelled, labels), jax.random.fold_in(train_key, state.step))
+      return step(state, (data_lib.take_rows(unlabelled, idx), labelled, labels), jax.random.fold_in(train_key, state.step))
 
     return jax.lax.scan(body, state, batches)
 

@@ -175,6 +175,11 @@ def train_step(state: TrainState, raw_batch: jax.Array, key: jax.Array, *, model
       per_example = jax.vmap(lambda xi, yi, ki: loss_fn(model, params, xi, ki, kl_weight=weight,
                                                         label=yi))
       loss, aux = per_example(x, labels, example_keys)
+    # The batch means below start from these per-example values. Without the
+    # barrier XLA merges a mean of per-example pixel sums into one reduction over
+    # all pixels; the likelihood's per-pixel terms then feed two reductions, and
+    # XLA:CPU materializes them instead of fusing them into one.
+    loss, aux = jax.lax.optimization_barrier((loss, aux))
     return jnp.mean(loss), jax.tree.map(jnp.mean, aux)
 
   (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params)
@@ -238,7 +243,7 @@ def make_train_epoch(model, loss_fn, *, mode: str, batch_size: int, beta: float 
                                skip_threshold=skip_threshold)
 
   def body(state, idx, images, train_key):
-    batch = jax.tree.map(lambda a: a[idx], images)
+    batch = jax.tree.map(lambda a: data_lib.take_rows(a, idx), images)
     if mesh is not None:
       batch = jax.tree.map(lambda b: jax.lax.with_sharding_constraint(b, parallel.batch_sharded(mesh)),
                            batch)
