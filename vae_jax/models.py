@@ -89,9 +89,23 @@ class MLP(nn.Module):
 LOGVAR_BOUNDS = (-6.0, 2.0)
 
 
+class DenseParams(nn.Module):
+  """The parameters of ``nn.Dense(features)`` on inputs of width ``in_features``
+  (the same names, shapes and initial values), returned as (kernel, bias)."""
+  features: int
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+    kernel = self.param("kernel", nn.linear.default_kernel_init, (in_features, self.features))
+    return kernel, self.param("bias", nn.initializers.zeros_init(), (self.features,))
+
+
 class GaussianHead(nn.Module):
   """Dense map to the mean and log-variance of a diagonal Gaussian.
 
+  Two ``nn.Dense`` layers' parameters ("mean", "logvar") applied as one matmul
+  of the concatenated kernels: the same function and checkpoints, one small
+  matmul fewer each way through the network.
   ``logvar_bounds`` (lo, hi) clips the log-variance (Tomczak & Welling clip to [-6, 2]).
   """
   features: int
@@ -99,8 +113,11 @@ class GaussianHead(nn.Module):
 
   @nn.compact
   def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-    mean = nn.Dense(self.features, name="mean")(h)
-    logvar = nn.Dense(self.features, name="logvar")(h)
+    mean_kernel, mean_bias = DenseParams(self.features, name="mean")(h.shape[-1])
+    logvar_kernel, logvar_bias = DenseParams(self.features, name="logvar")(h.shape[-1])
+    out = (h @ jnp.concatenate([mean_kernel, logvar_kernel], axis=1)
+           + jnp.concatenate([mean_bias, logvar_bias]))
+    mean, logvar = out[..., :self.features], out[..., self.features:]
     if self.logvar_bounds is not None:
       logvar = jnp.clip(logvar, *self.logvar_bounds)
     return mean, logvar

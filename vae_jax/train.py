@@ -212,9 +212,21 @@ def skip_update(old, new, loss: jax.Array, grad_norm: jax.Array, *, skip_nonfini
 
 
 def _global_norm(tree) -> jax.Array:
-  """sqrt(sum of squares) of all leaves, scaled by the largest entry so that finite
-  gradients above ~1e19 (whose squares overflow float32) still give a finite norm."""
+  """sqrt(sum of squares) of all leaves, right also for finite gradients above ~1e19
+  (whose squares overflow float32) and for norms below 1e-15 (squares can underflow).
+
+  The plain sum of squares takes one pass; only when it is not a normal positive
+  number does a ``lax.cond`` take the scaled computation (``_scaled_global_norm``).
+  """
   leaves = jax.tree.leaves(tree)
+  squares = sum(jnp.sum(jnp.square(g)) for g in leaves)
+  plain = jnp.isfinite(squares) & (squares >= 1e-30)
+  return jax.lax.cond(plain, lambda: jnp.sqrt(squares), lambda: _scaled_global_norm(leaves))
+
+
+def _scaled_global_norm(leaves) -> jax.Array:
+  """sqrt(sum of squares) of ``leaves``, scaled by the largest entry: exact for any
+  finite entries; inf / NaN entries give a non-finite norm."""
   scale = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(g), initial=0.0) for g in leaves])
   safe = jnp.where((scale > 0) & jnp.isfinite(scale), scale, 1.0)
   norm = jnp.sqrt(sum(jnp.sum(jnp.square(g / safe)) for g in leaves))
