@@ -22,8 +22,8 @@ K = 5000 evaluation, 10,000 test images       104 s         147 s
 --compare_options``; the VampPrior row is ``experiments/configs/vampprior.py``'s
 second epoch. The MLP rows predate the step changes of 2026-11-22 (one sample
 drawn without a sample axis, the flat batch gather, the packed-key shuffle),
-after which XLA's defaults run the MLP at about 64,000 and 90,000 ex/s; see
-README, Speed.) So the library compiles with XLA's defaults, except the training
+after which XLA's defaults run the MLP at 61,000-63,000 and 89,000-91,500 ex/s;
+see README, Speed.) So the library compiles with XLA's defaults, except the training
 step of a model with a mixture prior (``options_for``): there the fused call
 that evaluates the K x D component densities for every sample ran 2.6x slower.
 Two earlier findings shaped this: the Bernoulli likelihood sums over the
