@@ -90,9 +90,11 @@ def matmul_peak(sizes=(2048, 4096), repeats: dict | None = None) -> dict:
   return out
 
 
-def make_config(batch_size: int, model: str = "mlp", width: int = HIDDEN):
+def make_config(batch_size: int, model: str = "mlp", width: int = HIDDEN,
+                matmul_dtype: str = "float32"):
   """The benchmark's config for ``model`` in {"mlp", "conv", "conv_xla", "iwae"}."""
   config = default_config.get_config()
+  config.model.matmul_dtype = matmul_dtype
   config.data.name = "binarized_mnist"
   config.data.mode = "static"
   config.batch_size = batch_size
@@ -131,9 +133,9 @@ def train_flops(model: str, width: int = HIDDEN) -> float:
 
 
 def jax_throughput(images: np.ndarray, batch_size: int, epochs: int, model_name: str = "mlp",
-                   width: int = HIDDEN) -> dict:
+                   width: int = HIDDEN, matmul_dtype: str = "float32") -> dict:
   """Examples/s of steady epochs of the library's trainer, and its compile seconds."""
-  config = make_config(batch_size, model_name, width)
+  config = make_config(batch_size, model_name, width, matmul_dtype)
   model = config_lib.make_model(config)
   steps = images.shape[0] // batch_size
   tx = config_lib.make_optimizer(config.optimizer,
@@ -389,12 +391,17 @@ def main():
   parser.add_argument("--iwae_examples", type=int, default=6000)
   parser.add_argument("--out", default="benchmarks/results/throughput.json", help="JSON results")
   parser.add_argument("--skip_torch", action="store_true", help="time the JAX side only")
+  parser.add_argument("--matmul_dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="the JAX models' matmul dtype (model.matmul_dtype; bfloat16: mlp and iwae "
+                           "only); PyTorch stays float32, FLOPs are counted the same")
   parser.add_argument("--torch_threads", type=int, default=os.cpu_count(),
                       help="PyTorch's intra-op threads (1 is the fairer setting on shared cores)")
   args = parser.parse_args()
   rows = _rows(args)
   if args.epochs < 1 or not rows or any(b < 1 or b > n for _, _, b, _, n in rows):
     parser.error("need --epochs >= 1, a known model, and batch sizes no larger than the examples")
+  if args.matmul_dtype != "float32" and any(m.startswith("conv") for _, m, *_ in rows):
+    parser.error("--matmul_dtype=bfloat16 is for the MLP networks: pass --models mlp,iwae")
   if args.torch_threads < 1:
     parser.error(f"--torch_threads={args.torch_threads} must be >= 1")
 
@@ -412,7 +419,7 @@ def main():
   for name, model_name, b, width, n in rows:
     r = {"model": model_name, "batch_size": b, "width": width, "num_examples": n,
          "train_mflop_per_example": train_flops(model_name, width) / 1e6}
-    r["jax"] = jax_throughput(images[:n], b, args.epochs, model_name, width)
+    r["jax"] = jax_throughput(images[:n], b, args.epochs, model_name, width, args.matmul_dtype)
     r["jax_gflops"] = r["jax"]["examples_per_s"] * train_flops(model_name, width) / 1e9
     if torch_ver and model_name != "conv_xla":
       r["torch"] = torch_throughput(images[:n], b, args.epochs, model_name, width, args.torch_threads)

@@ -122,6 +122,7 @@ FLOATS = {"model.fixed_log_sigma": (-10, False, 5, False), "loss.beta": (0, Fals
 CHOICES = {"data.name": ("binarized_mnist", "mnist", "fashion_mnist", "cifar10"),
            "data.mode": ("static", "dynamic", "grey"), "model.network": ("mlp", "conv"),
            "model.conv_implementation": ("auto", "patches", "xla"),
+           "model.matmul_dtype": ("float32", "bfloat16"),
            "model.activation": ("tanh", "relu", "elu", "softplus", "gelu", "silu", "linear", "gated"),
            "model.likelihood": ("bernoulli", "gaussian_fixed", "gaussian_shared", "gaussian_pixel"),
            "model.kind": ("vae", "hvae", "autoencoder"),
@@ -248,7 +249,8 @@ def invalid_configs(draw):
   # combination: each field legal alone, the pair impossible
   combo = draw(st.sampled_from(["conv_sizes", "grey_bernoulli", "binary_dynamic", "analytic_2layer",
                                 "burda_length", "minus_one_not_burda", "hidden_vs_latent",
-                                "unlabelled_conditional", "class_prior_without_classes"]))
+                                "unlabelled_conditional", "class_prior_without_classes",
+                                "bf16_not_mlp_vae"]))
   if combo == "conv_sizes":  # 28 x 28 images cannot be halved 3+ times
     put("model.network", "conv")
     return cfg, kind, {put("model.conv_features", tuple(draw(st.lists(st.integers(1, 64), min_size=3,
@@ -280,6 +282,13 @@ def invalid_configs(draw):
   if combo == "class_prior_without_classes":
     put("model.num_classes", 0)
     return cfg, kind, {put("model.prior", "conditional")}
+  if combo == "bf16_not_mlp_vae":  # bf16 matmuls are built for the MLP networks of models.VAE
+    if draw(st.booleans()):
+      put("model.network", "conv")
+      put("model.conv_features", (32, 64))
+    else:
+      put("model.kind", "hvae")
+    return cfg, kind, {put("model.matmul_dtype", "bfloat16")}
   if combo == "minus_one_not_burda":
     put("optimizer.schedule", draw(st.sampled_from(["constant", "cosine"])))
     return cfg, kind, {put("num_epochs", -1)}

@@ -144,6 +144,7 @@ FIELDS = {
     "model.fixed_log_sigma": Float(-10.0, 5.0),
     "model.init_output_bias": Bool(),
     "model.clip_logvar": Bool(),
+    "model.matmul_dtype": Choice(models.MATMUL_DTYPES),
     "model.kind": Choice(models.KINDS),
     "model.prior": Choice(models.PRIORS),
     "model.num_components": Int(1),
@@ -243,6 +244,10 @@ def validate(config) -> None:
     if h % scale or w % scale:
       _fail("model.conv_features", values["model.conv_features"],
             f"{len(feats)} stride-2 layers need image sides divisible by {scale} (images are {h}x{w})")
+  if values["model.matmul_dtype"] != "float32" and (values["model.network"] != "mlp"
+                                                     or values["model.kind"] == "hvae"):
+    _fail("model.matmul_dtype", values["model.matmul_dtype"],
+          "bf16 matmuls are built for the MLP VAE (model.network='mlp', model.kind not 'hvae')")
   if values["model.likelihood"] == "bernoulli" and mode == "grey":
     _fail("model.likelihood", "bernoulli", "grey-level data needs a Gaussian likelihood "
           "(or set data.mode to 'static' or 'dynamic')")
@@ -329,7 +334,8 @@ def make_model(config) -> models.VAE:
       conv_implementation=m.get("conv_implementation", "auto"),
       likelihood=m.likelihood, fixed_log_sigma=float(m.fixed_log_sigma),
       kind=kind, prior=m.get("prior", "standard"), num_components=int(m.get("num_components", 500)),
-      num_classes=int(m.get("num_classes", 0)), clip_logvar=bool(m.get("clip_logvar", False)))
+      num_classes=int(m.get("num_classes", 0)), clip_logvar=bool(m.get("clip_logvar", False)),
+      matmul_dtype=m.get("matmul_dtype", "float32"))
 
 
 def make_schedule(opt_config, steps_per_epoch: int, total_epochs: int) -> optax.Schedule:

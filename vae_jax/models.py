@@ -29,7 +29,7 @@ method then takes ``label`` (int, one per example); the unconditional model
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -53,6 +53,8 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 GATED = "gated"
 LIKELIHOODS = ("bernoulli", "gaussian_fixed", "gaussian_shared", "gaussian_pixel")
 NETWORKS = ("mlp", "conv")
+# The dtype of the MLP networks' matmuls (``VAE.matmul_dtype``); parameters stay float32.
+MATMUL_DTYPES = ("float32", "bfloat16")
 PRIORS = ("standard", "mog", "vamp", "conditional")  # conditional: p(z | y), needs num_classes
 KINDS = ("vae", "hvae", "autoencoder")  # hvae: vae_jax.hvae.HVAE
 MIN_SIGMA = 1e-3
@@ -74,14 +76,20 @@ def activate(activation: str, make_layer: Callable[[str], nn.Module], h: jax.Arr
 
 
 class MLP(nn.Module):
-  """Dense layers with an activation after each, over any leading axes."""
+  """Dense layers with an activation after each, over any leading axes.
+
+  ``dtype``: the computation dtype (``jnp.bfloat16`` for bf16 matmuls; parameters
+  stay float32); None computes in the inputs' and parameters' dtype.
+  """
   features: Sequence[int]
   activation: str = "tanh"
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, h: jax.Array) -> jax.Array:
     for i, width in enumerate(self.features):
-      h = activate(self.activation, lambda n, w=width: nn.Dense(w, name=n), h, f"dense_{i}", f"gate_{i}")
+      h = activate(self.activation, lambda n, w=width: nn.Dense(w, name=n, dtype=self.dtype), h,
+                   f"dense_{i}", f"gate_{i}")
     return h
 
 
@@ -107,16 +115,21 @@ class GaussianHead(nn.Module):
   of the concatenated kernels: the same function and checkpoints, one small
   matmul fewer each way through the network.
   ``logvar_bounds`` (lo, hi) clips the log-variance (Tomczak & Welling clip to [-6, 2]).
+  ``dtype``: the matmul's dtype (``jnp.bfloat16`` for bf16); mean and log-variance
+  come out float32 either way.
   """
   features: int
   logvar_bounds: tuple[float, float] | None = None
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
     mean_kernel, mean_bias = DenseParams(self.features, name="mean")(h.shape[-1])
     logvar_kernel, logvar_bias = DenseParams(self.features, name="logvar")(h.shape[-1])
-    out = (h @ jnp.concatenate([mean_kernel, logvar_kernel], axis=1)
-           + jnp.concatenate([mean_bias, logvar_bias]))
+    kernel = jnp.concatenate([mean_kernel, logvar_kernel], axis=1)
+    if self.dtype is not None:
+      h, kernel = h.astype(self.dtype), kernel.astype(self.dtype)
+    out = (h @ kernel).astype(jnp.float32) + jnp.concatenate([mean_bias, logvar_bias])
     mean, logvar = out[..., :self.features], out[..., self.features:]
     if self.logvar_bounds is not None:
       logvar = jnp.clip(logvar, *self.logvar_bounds)
@@ -242,6 +255,10 @@ class VAE(nn.Module):
       the labels y in [0, C) that condition encoder, decoder (and prior).
     clip_logvar: clip every Gaussian head's log-variance to ``LOGVAR_BOUNDS``
       ([-6, 2], Tomczak & Welling's Hardtanh); ``hvae.HVAE`` always does.
+    matmul_dtype: one of ``MATMUL_DTYPES``. "bfloat16" computes the MLP networks
+      (dense layers, activations, Gaussian heads' matmuls) in bf16 from float32
+      parameters; the heads' outputs and the decoder's output are cast to float32
+      before sampling, densities and the likelihood. MLP networks only.
   """
   image_shape: Sequence[int] = (28, 28, 1)
   latent_dims: Sequence[int] = (50,)
@@ -257,6 +274,7 @@ class VAE(nn.Module):
   num_components: int = 500
   num_classes: int = 0
   clip_logvar: bool = False
+  matmul_dtype: str = "float32"
 
   @property
   def num_pixels(self) -> int:
@@ -273,8 +291,20 @@ class VAE(nn.Module):
     return self.deterministic or (len(self.latent_dims) == 1
                                   and self.prior in ("standard", "conditional"))
 
+  @property
+  def compute_dtype(self):
+    """None (float32) or jnp.bfloat16: the dtype of the MLP networks' computation."""
+    if self.matmul_dtype not in MATMUL_DTYPES:
+      raise ValueError(f"matmul_dtype={self.matmul_dtype!r}: choose one of {MATMUL_DTYPES}")
+    if self.matmul_dtype == "float32":
+      return None
+    if self.network != "mlp":
+      raise ValueError(f"matmul_dtype={self.matmul_dtype!r} is for network='mlp'")
+    return jnp.bfloat16
+
   def setup(self):
     n_layers = len(self.latent_dims)
+    dtype = self.compute_dtype
     if self.network == "conv":
       self.enc_trunk0 = ConvEncoderTrunk(self.conv_features, self.activation,
                                          self.conv_implementation)
@@ -282,18 +312,18 @@ class VAE(nn.Module):
                                          self.image_shape[-1], self.activation,
                                          self.conv_implementation)
     else:
-      self.enc_trunk0 = MLP(tuple(self.hidden_sizes[0]), self.activation)
-      self.dec_trunk0 = MLP(tuple(reversed(self.hidden_sizes[0])), self.activation)
-      self.dec_out = nn.Dense(self.num_pixels)
+      self.enc_trunk0 = MLP(tuple(self.hidden_sizes[0]), self.activation, dtype)
+      self.dec_trunk0 = MLP(tuple(reversed(self.hidden_sizes[0])), self.activation, dtype)
+      self.dec_out = nn.Dense(self.num_pixels, dtype=dtype)
     bounds = LOGVAR_BOUNDS if self.clip_logvar else None
     self.enc_heads = ([CodeHead(self.latent_dims[0])] if self.deterministic
-                      else [GaussianHead(d, bounds) for d in self.latent_dims])
-    self.enc_trunks = [MLP(tuple(self.hidden_sizes[l]), self.activation)
+                      else [GaussianHead(d, bounds, dtype) for d in self.latent_dims])
+    self.enc_trunks = [MLP(tuple(self.hidden_sizes[l]), self.activation, dtype)
                        for l in range(1, n_layers)]
     # p(z_l | z_{l+1}) for l = 1 .. L-1 (index l-1).
-    self.dec_trunks = [MLP(tuple(reversed(self.hidden_sizes[l])), self.activation)
+    self.dec_trunks = [MLP(tuple(reversed(self.hidden_sizes[l])), self.activation, dtype)
                        for l in range(1, n_layers)]
-    self.dec_heads = [GaussianHead(self.latent_dims[l - 1], bounds) for l in range(1, n_layers)]
+    self.dec_heads = [GaussianHead(self.latent_dims[l - 1], bounds, dtype) for l in range(1, n_layers)]
     self._setup_likelihood_and_prior()
 
   def _setup_likelihood_and_prior(self):
@@ -360,7 +390,7 @@ class VAE(nn.Module):
     z1 = self.with_label(z1, label)
     if self.network == "conv":
       return self.dec_trunk0(z1)
-    h = self.dec_out(self.dec_trunk0(z1))
+    h = self.dec_out(self.dec_trunk0(z1)).astype(jnp.float32)
     return h.reshape(lead + tuple(self.image_shape))
 
   def log_sigma(self) -> jax.Array:

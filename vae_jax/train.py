@@ -57,7 +57,7 @@ RESUMABLE_FIELDS = ("num_epochs", "eval_every_epochs", "eval_num_samples", "chec
 ADDED_FIELDS = {"model.kind": "vae", "model.prior": "standard", "model.num_components": 500,
                 "model.pseudo_inputs_init": "noise", "loss.corruption": "none",
                 "loss.corruption_level": 0.0, "model.num_classes": 0,
-                "model.clip_logvar": False}
+                "model.clip_logvar": False, "model.matmul_dtype": "float32"}
 
 
 class NonFiniteError(FloatingPointError):

@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.fixed_log_sigma = 0.0
   config.model.init_output_bias = True   # decoder bias = logit of the mean training image (Burda et al.)
   config.model.clip_logvar = False       # True: log-variances clipped to [-6, 2] (Tomczak & Welling)
+  config.model.matmul_dtype = "float32"  # float32 | bfloat16 (MLP networks computed in bf16)
   config.model.kind = "vae"              # vae | hvae (Tomczak & Welling's 2-level) | autoencoder (no KL)
   config.model.prior = "standard"        # standard N(0, I) | mog (learnable mixture) | vamp (VampPrior)
   config.model.num_components = 500      # mog / vamp: mixture components = pseudo-inputs
