@@ -172,8 +172,8 @@ def test_m2_learns_from_few_labels_and_a_seed_fixes_the_run():
 
   before = ssl.error_rate(ssl.predict(model, init_m2(model, train.RunKeys.from_seed(0).init),
                                       x_test, kind="mean"), y_test)
-  # Two labels per class leave some seeds naming part of a cluster wrongly (one of
-  # seeds 0-4 ends near 0.35): the claim is about the typical run, the median of five.
+  # Two labels per class leave some seeds naming part of a cluster wrongly: the
+  # claim is about the typical run, the median of five.
   errors = []
   for seed in range(5):
     state, losses = run(seed)
