@@ -90,6 +90,11 @@ def matmul_peak(sizes=(2048, 4096), repeats: dict | None = None) -> dict:
   return out
 
 
+def _per_size(gflops: dict) -> str:
+  """The text "n=2048: 401.2, n=4096: 355.0" of {n: GFLOP/s}."""
+  return ", ".join(f"n={n}: {g:.1f}" for n, g in gflops.items())
+
+
 def make_config(batch_size: int, model: str = "mlp", width: int = HIDDEN,
                 matmul_dtype: str = "float32"):
   """The benchmark's config for ``model`` in {"mlp", "conv", "conv_xla", "iwae"}."""
@@ -411,8 +416,7 @@ def main():
   machine = machine_info(torch_ver, args.torch_threads)
   peak = matmul_peak()
   for lib in ("jax", "numpy"):
-    print(f"fp32 matmul GFLOP/s ({lib}): "
-          + ", ".join(f"n={n}: {g:.1f}" for n, g in peak[lib].items()))
+    print(f"fp32 matmul GFLOP/s ({lib}): {_per_size(peak[lib])}")
   print(f"peak (best jax): {peak['peak_gflops']:.1f} GFLOP/s (measured again after the runs)\n")
 
   results = {}
@@ -440,8 +444,8 @@ def main():
   peak["after"] = {"jax": peak_after["jax"], "numpy": peak_after["numpy"]}
   peak["peak_gflops"] = max(peak["peak_gflops_before"], peak["peak_gflops_after"])
   print(f"\npeak (best jax) after the runs: {peak['peak_gflops_after']:.1f} GFLOP/s "
-        f"(" + ", ".join(f"n={n}: {g:.1f}" for n, g in peak_after["jax"].items())
-        + f"); fractions below are of the higher, {peak['peak_gflops']:.1f}")
+        f"({_per_size(peak_after['jax'])}); fractions below are of the higher, "
+        f"{peak['peak_gflops']:.1f}")
   for r in results.values():
     r["fraction_of_peak"] = r["jax_gflops"] / peak["peak_gflops"]
 

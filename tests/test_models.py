@@ -52,7 +52,7 @@ def test_decoder_output_changes_with_z_and_encoder_with_x():
 def test_bf16_matmuls_compute_the_float32_model_to_bf16_precision():
   """matmul_dtype='bfloat16': the same parameters and draw give float32 terms within bf16's
   rounding of the float32 model's (relative 8e-3 per rounding), and a gradient that points
-  the same way; convolutional networks refuse it."""
+  the same way; convolutional networks and the HVAE refuse it."""
   x = jnp.asarray(np.random.default_rng(0).random((16, 28, 28, 1)) < 0.3, jnp.float32)
   kwargs = dict(latent_dims=(20,), hidden_sizes=((200,),), activation="relu")
   m32, m16 = models.VAE(**kwargs), models.VAE(**kwargs, matmul_dtype="bfloat16")
@@ -74,3 +74,7 @@ def test_bf16_matmuls_compute_the_float32_model_to_bf16_precision():
   conv = models.VAE(latent_dims=(4,), network="conv", conv_features=(8,), matmul_dtype="bfloat16")
   with pytest.raises(ValueError, match="network='mlp'"):
     conv.init(jax.random.key(0), x[:2], jax.random.key(1))
+  from vae_jax import hvae
+  two_level = hvae.HVAE(latent_dims=(4, 2), hidden_sizes=((8,), (8,)), matmul_dtype="bfloat16")
+  with pytest.raises(ValueError, match="float32 only"):
+    two_level.init(jax.random.key(0), x[:2], jax.random.key(1))

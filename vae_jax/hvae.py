@@ -77,6 +77,8 @@ class HVAE(models.VAE):
   def setup(self):
     if len(self.latent_dims) != 2:
       raise ValueError(f"HVAE needs two stochastic layers, got latent_dims={self.latent_dims}")
+    if self.matmul_dtype != "float32":
+      raise ValueError(f"matmul_dtype={self.matmul_dtype!r}: the HVAE computes in float32 only")
     d1, d2 = self.latent_dims
     widths = tuple(self.hidden_sizes[0])
     act = self.activation

@@ -341,7 +341,8 @@ def make_m2_epoch(model: M2, *, kind: str, weights: tuple[float, float], batch_s
                                            unlabelled.shape[0], batch_size)
 
     def body(state, idx):
-      return step(state, (data_lib.take_rows(unlabelled, idx), labelled, labels), jax.random.fold_in(train_key, state.step))
+      batch = (data_lib.take_rows(unlabelled, idx), labelled, labels)
+      return step(state, batch, jax.random.fold_in(train_key, state.step))
 
     return jax.lax.scan(body, state, batches)
 
