@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.configs import default as default_config
+from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import losses
 from vae_jax import train
@@ -438,6 +439,10 @@ def main():
   parser.add_argument("--matmul_dtype", default="float32", choices=("float32", "bfloat16"),
                       help="the JAX models' matmul dtype (model.matmul_dtype; bfloat16: mlp and iwae "
                            "only); PyTorch stays float32, FLOPs are counted the same")
+  parser.add_argument("--individual_dot", action="store_true",
+                      help="compile the JAX steps with compilation.INDIVIDUAL_DOT (each matmul its own "
+                           "library call) instead of XLA's defaults: the other column of the table in "
+                           "vae_jax/compilation.py")
   parser.add_argument("--torch_threads", type=int, default=os.cpu_count(),
                       help="PyTorch's intra-op threads (1 is the fairer setting on shared cores)")
   args = parser.parse_args()
@@ -449,6 +454,8 @@ def main():
   if args.torch_threads < 1:
     parser.error(f"--torch_threads={args.torch_threads} must be >= 1")
 
+  if args.individual_dot:
+    compilation.COMPILER_OPTIONS.update(compilation.INDIVIDUAL_DOT)
   torch_ver = torch_version(args.skip_torch)
   rng = np.random.default_rng(0)
   images = (rng.random((max(n for *_, n in rows), *IMAGE_SHAPE)) < 0.5).astype(np.uint8)

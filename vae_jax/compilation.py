@@ -9,23 +9,23 @@ measured on this project's 2-core CPU (jax 0.10.2), examples/s unless noted:
 ============================================  ============  ==============
 step                                          XLA defaults  INDIVIDUAL_DOT
 ============================================  ============  ==============
-MLP VAE 784-400-20, batch 128                 47,000-50,800 32,800-38,900
-MLP VAE, batch 1024                           62,000-63,500 50,100-60,600
-IWAE k = 50, Burda's net, batch 100           2,790         1,760
+MLP VAE 784-400-20, batch 128                 61,300-63,200 52,100-53,300
+MLP VAE, batch 1024                           79,900-83,300 49,200-76,500
+IWAE k = 50, Burda's net, batch 100           2,640-2,690   2,550-2,670
 conv VAE, batch 128 (patches + matmul)        876           885
 VQ-VAE step, batch 100                        1,163         1,130
 VampPrior (K = 500) VAE, batch 100            2,420         6,380
 K = 5000 evaluation, 10,000 test images       104 s         147 s
 ============================================  ============  ==============
 
-(``benchmarks/throughput.py``, ``benchmarks/vq.py``, ``benchmarks/evaluation.py
---compare_options``; the VampPrior row is ``experiments/configs/vampprior.py``'s
-second epoch. The MLP rows predate the step changes of 2026-11-22 (one sample
-drawn without a sample axis, the flat batch gather, the packed-key shuffle),
-after which XLA's defaults run the MLP at 61,000-63,000 and 89,000-91,500 ex/s;
-see README, Speed.) So the library compiles with XLA's defaults, except the training
-step of a model with a mixture prior (``options_for``): there the fused call
-that evaluates the K x D component densities for every sample ran 2.6x slower.
+(``benchmarks/throughput.py`` with and without ``--individual_dot``: the MLP
+and IWAE rows are two runs of each, interleaved, of ``--models mlp,iwae
+--widths '' --skip_torch --iwae_examples 4000``, 2026-11-22; ``benchmarks/vq.py``;
+``benchmarks/evaluation.py --compare_options``; the VampPrior row is
+``experiments/configs/vampprior.py``'s second epoch.) So the library compiles
+with XLA's defaults, except the training step of a model with a mixture prior
+(``options_for``): there the fused call that evaluates the K x D component
+densities for every sample ran 2.6x slower.
 Two earlier findings shaped this: the Bernoulli likelihood sums over the
 flattened pixels (``distributions.bernoulli_log_prob``), without which the
 fused call ran about 15x slower, and evaluation bounds the samples per compiled
