@@ -11,17 +11,19 @@ from vae_jax import layers
 CASES = [  # kernel, stride, padding, height
     (3, 2, "SAME", 7), (3, 2, "SAME", 14), (4, 2, "SAME", 7), (4, 2, ((1, 1), (1, 1)), 8),
     (3, 1, "SAME", 5), (3, 1, "VALID", 5), (4, 2, "VALID", 7), (1, 1, "SAME", 4),
-    (5, 2, ((2, 1), (0, 3)), 9),
+    (5, 2, ((2, 1), (0, 3)), 9), (2, 3, "VALID", 4),  # k < s: a transposed phase without taps
 ]
+FEATURES = (5, 2)  # output channels: more than the input's 3 (patches), and fewer (conv_columns)
 
 
 @pytest.mark.parametrize("ours,ref", [(layers.Conv, nn.Conv), (layers.ConvTranspose, nn.ConvTranspose)])
 @pytest.mark.parametrize("k,s,pad,h", CASES)
-def test_patches_match_flax(ours, ref, k, s, pad, h):
+@pytest.mark.parametrize("features", FEATURES)
+def test_patches_match_flax(ours, ref, k, s, pad, h, features):
   x = jax.random.normal(jax.random.key(0), (2, h, h + 1, 3))
-  reference = ref(5, (k, k), strides=(s, s), padding=pad)
+  reference = ref(features, (k, k), strides=(s, s), padding=pad)
   params = reference.init(jax.random.key(1), x)
-  fast = ours(5, (k, k), strides=(s, s), padding=pad, implementation="patches")
+  fast = ours(features, (k, k), strides=(s, s), padding=pad, implementation="patches")
   np.testing.assert_allclose(fast.apply(params, x), reference.apply(params, x), atol=2e-5)
 
   def loss(apply, p, x):

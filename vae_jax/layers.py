@@ -52,6 +52,8 @@ def conv_patches(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding: Paddi
   kh, kw, cin, cout = kernel.shape
   sh, sw = strides
   (pt, pb), (pl, pr) = _pads(padding, x.shape[1:3], (kh, kw), strides)
+  if (sh, sw) == (1, 1) and cout < cin:
+    return _conv_columns(x, kernel, ((pt, pb), (pl, pr)))
   x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
   ho = (x.shape[1] - kh) // sh + 1
   wo = (x.shape[2] - kw) // sw + 1
@@ -59,6 +61,30 @@ def conv_patches(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding: Paddi
           for i in range(kh) for j in range(kw)]
   patches = jnp.concatenate(taps, axis=-1) if len(taps) > 1 else taps[0]
   return patches @ kernel.reshape(kh * kw * cin, cout)
+
+
+def _conv_columns(x: jax.Array, kernel: jax.Array, pads) -> jax.Array:
+  """A stride-1 ``conv_patches`` with fewer output than input channels: matmul first, then shift-add.
+
+  Every pixel's [kh * kw * Cout] column of tap outputs comes from one matmul,
+  and output pixel o adds tap (i, j)'s column of input pixel o + (i, j) -
+  pad_lo. Its arrays hold kh * kw * Cout values per pixel where patches hold
+  kh * kw * Cin (a decoder's output layer, 32 channels to 1: 32x fewer).
+  """
+  n, h, w, cin = x.shape
+  kh, kw, _, cout = kernel.shape
+  (pt, pb), (pl, pr) = pads
+  ho, wo = h + pt + pb - kh + 1, w + pl + pr - kw + 1
+  cols = (x @ kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)).reshape(n, h, w, kh, kw, cout)
+  zero = jnp.zeros((), cols.dtype)
+  out = None
+  for i in range(kh):
+    for j in range(kw):
+      # Tap (i, j) of input pixel b feeds output pixel b - i + pad_lo; negative pads crop.
+      tap = lax.pad(cols[:, :, :, i, j, :], zero,
+                    ((0, 0, 0), (pt - i, ho - h - pt + i, 0), (pl - j, wo - w - pl + j, 0), (0, 0, 0)))
+      out = tap if out is None else out + tap
+  return out
 
 
 def _transpose_pads(padding: Padding, kernel_hw, strides) -> list[tuple[int, int]]:
@@ -81,11 +107,17 @@ def _transpose_pads(padding: Padding, kernel_hw, strides) -> list[tuple[int, int
 
 def conv_transpose_patches(x: jax.Array, kernel: jax.Array, strides=(1, 1),
                            padding: Padding = "SAME") -> jax.Array:
-  """``lax.conv_transpose`` (transpose_kernel=False) as one matmul plus overlap-add.
+  """``lax.conv_transpose`` (transpose_kernel=False) as one patches matmul per output phase.
 
-  Each input pixel's [kh * kw * Cout] column comes from one matmul; the
-  columns are added into the output at stride ``strides`` (no multiply by the
-  zeros of a dilated input).
+  Tap (i, j) of input pixel (a, b) lands at output row s * a + (k - 1 - i):
+  only on the rows of one phase, (k - 1 - i) mod s. So each phase (of
+  sh * sw) is a stride-1 convolution of the undilated input with that phase's
+  taps: shifted copies of x side by side, times those taps' kernels stacked
+  (no multiply by the zeros of a dilated input), and the phases are
+  interleaved once at the end. Its gradients are slices and matmuls of
+  input-sized arrays (an earlier form, one matmul for all taps and an
+  overlap-add of their columns, spent most of the conv VAE's step padding
+  the columns' gradients).
 
   Args:
     x: [N, H, W, Cin].
@@ -94,29 +126,39 @@ def conv_transpose_patches(x: jax.Array, kernel: jax.Array, strides=(1, 1),
   Returns:
     [N, Ho, Wo, Cout] with Ho = (H - 1) * sh + 1 + pad_lo + pad_hi - kh + 1.
   """
-  n, h, w, cin = x.shape
+  n, h, w, _ = x.shape
   kh, kw, _, cout = kernel.shape
   sh, sw = strides
   (pt, pb), (pl, pr) = _transpose_pads(padding, (kh, kw), strides)
-  cols = x @ kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)
-  cols = cols.reshape(n, h, w, kh, kw, cout)
-  # Tap (i, j) of input pixel (a, b) lands at u = s * a + (k - 1 - i) of the
-  # full output, which has (H - 1) * s + k rows.
-  full_h, full_w = (h - 1) * sh + kh, (w - 1) * sw + kw
-  out = jnp.zeros((n, full_h, full_w, cout), cols.dtype)
-  zero = jnp.zeros((), cols.dtype)
-  for i in range(kh):
-    for j in range(kw):
-      ui, uj = kh - 1 - i, kw - 1 - j
-      out = out + lax.pad(cols[:, :, :, i, j, :], zero,
-                          ((0, 0, 0), (ui, full_h - ui - (h - 1) * sh - 1, sh - 1),
-                           (uj, full_w - uj - (w - 1) * sw - 1, sw - 1), (0, 0, 0)))
+  # The full output has (H - 1) * s + k rows; phase r holds rows s * q + r,
+  # q < Q = H - 1 + ceil(k / s); tap i reads input row q - (k - 1 - i) // s.
+  qh, qw = h - 1 + -(-kh // sh), w - 1 + -(-kw // sw)
+  zero = jnp.zeros((), x.dtype)
+  rows = []
+  for ri in range(sh):
+    phases = []
+    for rj in range(sw):
+      taps = [(i, j) for i in range(kh) for j in range(kw)
+              if (kh - 1 - i) % sh == ri and (kw - 1 - j) % sw == rj]
+      if not taps:  # k < s: rows of this phase get no tap
+        phases.append(jnp.zeros((n, qh, qw, cout), jnp.result_type(x, kernel)))
+        continue
+      shifted = []
+      for i, j in taps:
+        di, dj = (kh - 1 - i) // sh, (kw - 1 - j) // sw
+        shifted.append(lax.pad(x, zero, ((0, 0, 0), (di, qh - h - di, 0), (dj, qw - w - dj, 0),
+                                         (0, 0, 0))))
+      patches = jnp.concatenate(shifted, axis=-1) if len(shifted) > 1 else shifted[0]
+      phases.append(patches @ jnp.concatenate([kernel[i, j] for i, j in taps], axis=0))
+    rows.append(jnp.stack(phases, axis=3))  # [N, Qh, Qw, sw, Cout]
+  out = jnp.stack(rows, axis=2).reshape(n, qh * sh, qw * sw, cout)
   # Output row o is full row o + (k - 1 - pad_lo); negative pads crop.
   ho = (h - 1) * sh + 1 + pt + pb - kh + 1
   wo = (w - 1) * sw + 1 + pl + pr - kw + 1
   top, left = kh - 1 - pt, kw - 1 - pl
-  return lax.pad(out, zero, ((0, 0, 0), (-top, ho + top - full_h, 0),
-                             (-left, wo + left - full_w, 0), (0, 0, 0)))
+  zero = jnp.zeros((), out.dtype)
+  return lax.pad(out, zero, ((0, 0, 0), (-top, ho + top - qh * sh, 0),
+                             (-left, wo + left - qw * sw, 0), (0, 0, 0)))
 
 
 class Conv(nn.Module):
