@@ -12,7 +12,7 @@ step                                          XLA defaults  INDIVIDUAL_DOT
 MLP VAE 784-400-20, batch 128                 61,300-63,200 52,100-53,300
 MLP VAE, batch 1024                           79,900-83,300 49,200-76,500
 IWAE k = 50, Burda's net, batch 100           2,640-2,690   2,550-2,670
-conv VAE, batch 128 (patches + matmul)        876           885
+conv VAE, batch 128 (patches + matmul)        1,769-1,951   1,785
 VQ-VAE step, batch 100                        1,163         1,130
 VampPrior (K = 500) VAE, batch 100            2,420         6,380
 K = 5000 evaluation, 10,000 test images       104 s         147 s
@@ -20,7 +20,9 @@ K = 5000 evaluation, 10,000 test images       104 s         147 s
 
 (``benchmarks/throughput.py`` with and without ``--individual_dot``: the MLP
 and IWAE rows are two runs of each, interleaved, of ``--models mlp,iwae
---widths '' --skip_torch --iwae_examples 4000``, 2026-11-22; ``benchmarks/vq.py``;
+--widths '' --skip_torch --iwae_examples 4000``, 2026-11-22; the conv row is
+README's two Speed runs and one ``--models conv --individual_dot`` run, with
+the conv forms of ``vae_jax/layers.py`` of that day; ``benchmarks/vq.py``;
 ``benchmarks/evaluation.py --compare_options``; the VampPrior row is
 ``experiments/configs/vampprior.py``'s second epoch.) So the library compiles
 with XLA's defaults, except the training step of a model with a mixture prior
