@@ -8,7 +8,8 @@ its columns (``_conv_columns``: smaller arrays); a transposed convolution is
 one patches matmul per output phase (``conv_transpose_patches``). Each form
 keeps its gradients to slices, pads and matmuls of the smaller arrays
 (``benchmarks/throughput.py --models conv``: the conv VAE step at about 2x
-the rate of the single-matmul, overlap-add transposed convolution).
+the rate of the earlier forms, one matmul and an overlap-add for a transposed
+convolution and patches for every convolution).
 ``Conv`` and ``ConvTranspose`` hold the same parameters as ``flax.linen.Conv``
 and ``flax.linen.ConvTranspose`` (``kernel`` [kh, kw, in, out], ``bias``
 [out]) and compute the same function, choosing the implementation per backend
