@@ -93,8 +93,9 @@ def test_permutation_is_uniform():
   """All 24 orders of 4 elements are equally likely (chi-square), and with n = 300
   (2 rounds of 23 random bits) neighbours i, i + 1 keep their order half the time.
 
-  Ties among the random keys keep the current order: one round of 4 random bits
-  fails the first check (p ~ 1e-126), one round of 8 or 10 bits the second (z = 19, 5).
+  Ties among the random keys keep the current order, so a shuffle with too few
+  random bits per round, or too few rounds, leaves neighbours in order more than
+  half the time and favours the identity among the 24 orders.
   """
   from scipy import stats
   keys = jax.random.split(jax.random.key(0), 24000)
