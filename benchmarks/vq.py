@@ -58,11 +58,11 @@ from experiments.configs.vq import prior_mnist
 from experiments.configs.vq import vqvae_mnist
 from vae_jax import config as config_lib
 from vae_jax import loop
-from vae_jax import pixelcnn
+from vae_jax.vq import pixelcnn
 from vae_jax import train
-from vae_jax import vq_config
-from vae_jax import vq_train
-from vae_jax import vqvae
+from vae_jax.vq import config as vq_config
+from vae_jax.vq import train as vq_train
+from vae_jax.vq import vqvae
 
 
 def _timed(fn, repeats: int) -> tuple[float, list[float], list[float]]:

@@ -18,7 +18,7 @@ from absl import app, flags
 
 from vae_jax import data as data_lib
 from vae_jax import train
-from vae_jax import vq_evaluate
+from vae_jax.vq import evaluate as vq_evaluate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A train_vqvae or train_prior workdir.", required=True)

@@ -33,10 +33,10 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from vae_jax import checkpointing  # noqa: E402
-from vae_jax import classifier as clf  # noqa: E402
+from vae_jax.apps import classifier as clf  # noqa: E402
 from vae_jax import config as config_lib  # noqa: E402
 from vae_jax import data as data_lib  # noqa: E402
-from vae_jax import imputation as imp  # noqa: E402
+from vae_jax.apps import imputation as imp  # noqa: E402
 from vae_jax import train  # noqa: E402
 
 FLAGS = flags.FLAGS

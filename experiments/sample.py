@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from vae_jax import plotting
-from vae_jax import vq_evaluate
-from vae_jax import vq_train
+from vae_jax.vq import evaluate as vq_evaluate
+from vae_jax.vq import train as vq_train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A train_prior workdir.", required=True)

@@ -27,8 +27,8 @@ from ml_collections import config_flags
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import loop
-from vae_jax import semisupervised as ssl
-from vae_jax import ssl_config
+from vae_jax.apps import semisupervised as ssl
+from vae_jax.apps import ssl_config
 from vae_jax import train
 
 FLAGS = flags.FLAGS

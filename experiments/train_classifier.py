@@ -19,7 +19,7 @@ import jax
 from absl import app, flags
 
 from experiments.configs import default
-from vae_jax import classifier as clf
+from vae_jax.apps import classifier as clf
 from vae_jax import data as data_lib
 
 FLAGS = flags.FLAGS

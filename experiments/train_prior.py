@@ -13,7 +13,7 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from vae_jax import vq_train
+from vae_jax.vq import train as vq_train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "experiments/configs/vq/prior_mnist.py", "Prior config file.",

@@ -58,10 +58,10 @@ jax.config.update("jax_threefry_partitionable", False)
 from experiments.configs.vq import prior_mnist, vqvae_mnist, vqvae_mnist_no_ema
 from vae_jax import data
 from vae_jax import plotting
-from vae_jax import quantization as vq
-from vae_jax import vq_config
-from vae_jax import vq_evaluate
-from vae_jax import vq_train
+from vae_jax.vq import quantization as vq
+from vae_jax.vq import config as vq_config
+from vae_jax.vq import evaluate as vq_evaluate
+from vae_jax.vq import train as vq_train
 
 NUM_TRAIN = 10_000 if FULL_RUN else 2_000  # training images (binarized MNIST)
 NUM_VALIDATION = 5_000 if FULL_RUN else 1_000

@@ -9,7 +9,7 @@ CPU-seconds of compilation, more than their place in the suite is worth.)
 from benchmarks import vq as vq_bench
 from experiments.configs.vq import prior_mnist
 from experiments.configs.vq import vqvae_mnist
-from vae_jax import vq_config
+from vae_jax.vq import config as vq_config
 
 
 def test_flop_counts_of_the_mnist_models():

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from vae_jax import classifier as clf
+from vae_jax.apps import classifier as clf
 from vae_jax import data as data_lib
 
 pytestmark = pytest.mark.usefixtures("fast_compiling_rng")

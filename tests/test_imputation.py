@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vae_jax import imputation as imp
+from vae_jax.apps import imputation as imp
 from vae_jax import models
 
 pytestmark = pytest.mark.usefixtures("fast_compiling_rng")

@@ -74,7 +74,7 @@ def test_bf16_matmuls_compute_the_float32_model_to_bf16_precision():
   conv = models.VAE(latent_dims=(4,), network="conv", conv_features=(8,), matmul_dtype="bfloat16")
   with pytest.raises(ValueError, match="network='mlp'"):
     conv.init(jax.random.key(0), x[:2], jax.random.key(1))
-  from vae_jax import hvae
+  from vae_jax.models import hvae
   two_level = hvae.HVAE(latent_dims=(4, 2), hidden_sizes=((8,), (8,)), matmul_dtype="bfloat16")
   with pytest.raises(ValueError, match="float32 only"):
     two_level.init(jax.random.key(0), x[:2], jax.random.key(1))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vae_jax import data as data_lib
-from vae_jax import pixelcnn
+from vae_jax.vq import pixelcnn
 
 
 pytestmark = pytest.mark.usefixtures("fast_compiling_rng")

@@ -13,7 +13,7 @@ from experiments.configs import default
 from tests.test_train import synthetic, tiny_config
 from vae_jax import config as config_lib
 from vae_jax import distributions as dist
-from vae_jax import hvae
+from vae_jax.models import hvae
 from vae_jax import losses
 from vae_jax import models
 from vae_jax import train

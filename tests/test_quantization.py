@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import quantization as vq
+from vae_jax.vq import quantization as vq
 
 
 pytestmark = pytest.mark.usefixtures("fast_compiling_rng")

@@ -17,8 +17,8 @@ from experiments.configs.semisupervised import m1_vae
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import plotting
-from vae_jax import semisupervised as ssl
-from vae_jax import ssl_config
+from vae_jax.apps import semisupervised as ssl
+from vae_jax.apps import ssl_config
 from vae_jax import train
 
 pytestmark = pytest.mark.usefixtures("fast_compiling_rng")

@@ -14,8 +14,8 @@ import pytest
 
 from experiments.configs.vq import vqvae_mnist
 from tests import test_config as tc
-from vae_jax import vq_config
-from vae_jax import vqvae
+from vae_jax.vq import config as vq_config
+from vae_jax.vq import vqvae
 
 pytestmark = pytest.mark.usefixtures("fast_compiling_rng")
 

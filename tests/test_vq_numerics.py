@@ -21,9 +21,9 @@ from scipy.special import logsumexp
 
 from vae_jax import distributions as dist
 from vae_jax import losses
-from vae_jax import pixelcnn
-from vae_jax import quantization as vq
-from vae_jax import vqvae
+from vae_jax.vq import pixelcnn
+from vae_jax.vq import quantization as vq
+from vae_jax.vq import vqvae
 
 pytestmark = pytest.mark.usefixtures("fast_compiling_rng")
 

@@ -28,11 +28,11 @@ from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import loop
 from vae_jax import losses
-from vae_jax import pixelcnn
+from vae_jax.vq import pixelcnn
 from vae_jax import train
-from vae_jax import vq_config
-from vae_jax import vq_evaluate
-from vae_jax import vq_train
+from vae_jax.vq import config as vq_config
+from vae_jax.vq import evaluate as vq_evaluate
+from vae_jax.vq import train as vq_train
 
 pytestmark = pytest.mark.usefixtures("fast_compiling_rng")
 
@@ -196,7 +196,7 @@ def test_vq_training_killed_at_random_moments_resumes_without_losing_finished_ep
   kills, mid_write, redone = kill_and_restart(
       tmp_path, imports="import jax\njax.config.update('jax_threefry_partitionable', False)\n"
                         "from tests.test_vq_reliability import synthetic, tiny_config\n"
-                        "from vae_jax import vq_train",
+                        "from vae_jax.vq import train as vq_train",
       run=f"vq_train.train_and_evaluate(tiny_config(**{VQ_CRASH_RUN!r}), workdir, datasets=synthetic())",
       ref_state=ref_state, ref_dir=tmp_path / "ref", num_epochs=4, keep=2,
       plans=["while_writing", "random", "finish"], seed=7)

@@ -21,10 +21,10 @@ from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import distributions as dist
 from vae_jax import losses
-from vae_jax import vq_config
-from vae_jax import vq_evaluate
-from vae_jax import vq_train
-from vae_jax import vqvae
+from vae_jax.vq import config as vq_config
+from vae_jax.vq import evaluate as vq_evaluate
+from vae_jax.vq import train as vq_train
+from vae_jax.vq import vqvae
 
 
 pytestmark = pytest.mark.usefixtures("fast_compiling_rng")

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from vae_jax import data as data_lib
-from vae_jax import hvae
+from vae_jax.models import hvae
 from vae_jax import layers
 from vae_jax import losses
 from vae_jax import models

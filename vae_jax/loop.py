@@ -29,7 +29,7 @@ from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import train
-from vae_jax import vq_config
+from vae_jax.vq import config as vq_config
 
 log = logging.getLogger(__name__)
 

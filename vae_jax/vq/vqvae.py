@@ -39,8 +39,8 @@ from vae_jax import compilation
 from vae_jax import data as data_lib
 from vae_jax import distributions as dist
 from vae_jax import layers
-from vae_jax import pixelcnn
-from vae_jax import quantization as vq
+from vae_jax.vq import pixelcnn
+from vae_jax.vq import quantization as vq
 
 LIKELIHOODS = ("bernoulli", "categorical", "logistic")
 AR_LIKELIHOODS = ("bernoulli", "categorical")  # the ones an autoregressive decoder can draw from

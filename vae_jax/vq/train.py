@@ -25,12 +25,12 @@ from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import losses
 from vae_jax import loop
-from vae_jax import pixelcnn
-from vae_jax import quantization as vq
+from vae_jax.vq import pixelcnn
+from vae_jax.vq import quantization as vq
 from vae_jax import train
-from vae_jax import vq_config
-from vae_jax import vq_evaluate
-from vae_jax import vqvae
+from vae_jax.vq import config as vq_config
+from vae_jax.vq import evaluate as vq_evaluate
+from vae_jax.vq import vqvae
 
 log = logging.getLogger(__name__)
 

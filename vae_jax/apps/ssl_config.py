@@ -12,8 +12,8 @@ from pathlib import Path
 
 from vae_jax import config as config_lib
 from vae_jax import loop
-from vae_jax import semisupervised
-from vae_jax import vq_config
+from vae_jax.apps import semisupervised
+from vae_jax.vq import config as vq_config
 
 ConfigError = config_lib.ConfigError
 _c = config_lib

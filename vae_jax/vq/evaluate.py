@@ -30,11 +30,11 @@ from vae_jax import checkpointing
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import loop
-from vae_jax import pixelcnn
-from vae_jax import quantization as vq
+from vae_jax.vq import pixelcnn
+from vae_jax.vq import quantization as vq
 from vae_jax import train
-from vae_jax import vq_config
-from vae_jax import vqvae
+from vae_jax.vq import config as vq_config
+from vae_jax.vq import vqvae
 
 CheckpointError = checkpointing.CheckpointError
 PRIOR_SOURCE = "vqvae.json"  # in a prior workdir: which VQ-VAE checkpoint its codes came from
@@ -189,7 +189,7 @@ def _template_tx(config):
 
 def load_vqvae(workdir: str | Path) -> Restored:
   """The newest VQ-VAE checkpoint of a ``train_vqvae`` workdir."""
-  from vae_jax import vq_train  # noqa: PLC0415 (vq_train imports this module)
+  from vae_jax.vq import train as vq_train  # noqa: PLC0415 (vq_train imports this module)
   workdir = Path(workdir)
   config = train.load_config(workdir, added=loop.ADDED_FIELDS)
   if config.get("model", {}).get("name") != "vqvae":

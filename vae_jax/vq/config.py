@@ -13,8 +13,8 @@ from pathlib import Path
 
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
-from vae_jax import pixelcnn
-from vae_jax import vqvae
+from vae_jax.vq import pixelcnn
+from vae_jax.vq import vqvae
 
 ConfigError = config_lib.ConfigError
 _c = config_lib  # the field types (Int, Float, Bool, Str, Choice) and the error format are the core's

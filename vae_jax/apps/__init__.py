@@ -1,0 +1,1 @@
+"""Applications built on trained models: imputation, semi-supervised classification, a digit classifier."""

@@ -1,0 +1,1 @@
+"""Discrete latents: the VQ-VAE (codebook, straight-through, EMA) and its PixelCNN prior."""
