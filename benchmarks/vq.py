@@ -20,7 +20,7 @@ needed.
   written directly in PyTorch, starting from the same parameters (the first
   batch's loss is printed on both sides as a check that the models agree).
 * sample: seconds to draw ``--num_samples`` code grids with the library's
-  ancestral sampler (``vq_train.sample_images``: one compiled ``fori_loop``
+  ancestral sampler (``vq_prior.sample_images``: one compiled ``fori_loop``
   over the 49 positions, a full forward pass per position) and decode them to
   images, against PyTorch doing the same the way common PyTorch PixelCNN
   implementations do (a Python loop over positions, re-running the network on
@@ -63,6 +63,7 @@ from vae_jax import train
 from vae_jax.vq import config as vq_config
 from vae_jax.vq import train as vq_train
 from vae_jax.vq import vqvae
+from vae_jax.vq import train_prior as vq_prior
 
 
 def _timed(fn, repeats: int) -> tuple[float, list[float], list[float]]:
@@ -187,14 +188,14 @@ def jax_train(config, model, images: np.ndarray, epochs: int, cost_analysis: boo
 
 
 def jax_sample(vq_model, vq_params, prior, prior_params, num_samples: int, repeats: int) -> dict:
-  """Seconds to draw and decode ``num_samples`` grids with ``vq_train.sample_images``."""
+  """Seconds to draw and decode ``num_samples`` grids with ``vq_prior.sample_images``."""
   key = jax.random.key(0)
   calls = 0
 
   def draw():
     nonlocal calls
     calls += 1
-    jax.block_until_ready(vq_train.sample_images(vq_model, vq_params, prior, prior_params,
+    jax.block_until_ready(vq_prior.sample_images(vq_model, vq_params, prior, prior_params,
                                                  jax.random.fold_in(key, calls), num_samples))
 
   first, times, cpu = _timed(draw, repeats)

@@ -19,6 +19,7 @@ from absl import app, flags
 from vae_jax import data as data_lib
 from vae_jax import train
 from vae_jax.vq import evaluate as vq_evaluate
+from vae_jax.vq import workdirs as vq_workdirs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A train_vqvae or train_prior workdir.", required=True)
@@ -34,10 +35,10 @@ def main(argv):
   logging.getLogger("absl").setLevel(logging.WARNING)
   workdir = Path(FLAGS.workdir)
   if train.load_config(workdir).model.name == "gated_pixelcnn":
-    prior, vq = vq_evaluate.load_prior(workdir, FLAGS.vqvae_workdir)
+    prior, vq = vq_workdirs.load_prior(workdir, FLAGS.vqvae_workdir)
     prior_kw = dict(prior=prior.model, prior_params=prior.params)
   else:
-    prior, vq, prior_kw = None, vq_evaluate.load_vqvae(workdir), {}
+    prior, vq, prior_kw = None, vq_workdirs.load_vqvae(workdir), {}
   split = data_lib.load_split(vq.config.data, FLAGS.split)
   images = split.images[: FLAGS.num_images or None]
   labels = None if split.labels is None else split.labels[: FLAGS.num_images or None]

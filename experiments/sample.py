@@ -19,6 +19,8 @@ from absl import app, flags
 from vae_jax import plotting
 from vae_jax.vq import evaluate as vq_evaluate
 from vae_jax.vq import train as vq_train
+from vae_jax.vq import train_prior as vq_prior
+from vae_jax.vq import workdirs as vq_workdirs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A train_prior workdir.", required=True)
@@ -33,7 +35,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger("absl").setLevel(logging.WARNING)
-  prior, vq = vq_evaluate.load_prior(FLAGS.workdir, FLAGS.vqvae_workdir)
+  prior, vq = vq_workdirs.load_prior(FLAGS.workdir, FLAGS.vqvae_workdir)
   n = FLAGS.num_samples
   labels = None
   if prior.model.num_classes:
@@ -44,7 +46,7 @@ def main(argv):
   key = jax.random.key(FLAGS.seed)
 
   def draw(k):
-    images, codes = vq_train.sample_images(vq.model, vq.params, prior.model, prior.params, k, n, labels)
+    images, codes = vq_prior.sample_images(vq.model, vq.params, prior.model, prior.params, k, n, labels)
     return jax.block_until_ready(images), codes
 
   t0 = time.perf_counter()

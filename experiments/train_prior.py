@@ -14,6 +14,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from vae_jax.vq import train as vq_train
+from vae_jax.vq import train_prior as vq_prior
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "experiments/configs/vq/prior_mnist.py", "Prior config file.",
@@ -26,7 +27,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger("absl").setLevel(logging.WARNING)
   logging.getLogger("vae_jax").setLevel(logging.INFO)
-  _, metrics = vq_train.train_prior(FLAGS.config, FLAGS.workdir)
+  _, metrics = vq_prior.train_prior(FLAGS.config, FLAGS.workdir)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
 
 

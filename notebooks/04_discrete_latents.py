@@ -29,7 +29,7 @@
 # 3. **codebook usage**: a small VQ-VAE trained on binarized MNIST with and without the EMA codebook
 #    (`vae_jax.vq_train`), its code histogram, perplexity and dead codes;
 # 4. **sampling from the prior**: a gated PixelCNN fitted to the code grids
-#    (`vq_train.train_prior`), ancestral samples decoded to images, against codes drawn uniformly.
+#    (`vq_prior.train_prior`), ancestral samples decoded to images, against codes drawn uniformly.
 #
 # Small default settings (narrow networks, a 2,000-image subset, a few epochs: about 70 s of CPU
 # time, most of it compilation; 1.5 to 5 minutes on a busy 2-core machine); `FULL_RUN = True`
@@ -62,6 +62,7 @@ from vae_jax.vq import quantization as vq
 from vae_jax.vq import config as vq_config
 from vae_jax.vq import evaluate as vq_evaluate
 from vae_jax.vq import train as vq_train
+from vae_jax.vq import train_prior as vq_prior
 
 NUM_TRAIN = 10_000 if FULL_RUN else 2_000  # training images (binarized MNIST)
 NUM_VALIDATION = 5_000 if FULL_RUN else 1_000
@@ -349,9 +350,9 @@ plt.show()
 # reconstruction term alone shapes them. Its generative model needs one: the second stage fits an
 # autoregressive **gated PixelCNN** to the code grids of the training images,
 # $p(z) = \prod_i p(z_i \mid z_{<i})$ in raster order (`vae_jax.pixelcnn`, trained by
-# `vq_train.train_prior` on the codes of the VQ-VAE in a workdir). A sample is drawn one position at
+# `vq_prior.train_prior` on the codes of the VQ-VAE in a workdir). A sample is drawn one position at
 # a time (`pixelcnn.sample`: 49 network passes in one compiled `fori_loop`) and decoded to
-# $\mathbb E[x \mid z]$ (`vq_train.sample_images`). Decoding codes drawn *uniformly* instead shows
+# $\mathbb E[x \mid z]$ (`vq_prior.sample_images`). Decoding codes drawn *uniformly* instead shows
 # what the prior adds.
 
 # %%
@@ -363,7 +364,7 @@ if not FULL_RUN:
   prior_config.model.features, prior_config.model.num_layers, prior_config.model.output_features = 16, 3, 32
   prior_config.batch_size, prior_config.optimizer.learning_rate = 25, 3e-3
 t0 = time.perf_counter()
-prior_state, prior_last = vq_train.train_prior(prior_config, WORKDIR / "prior", datasets=datasets)
+prior_state, prior_last = vq_prior.train_prior(prior_config, WORKDIR / "prior", datasets=datasets)
 prior = vq_config.make_prior(prior_config, vq_model)
 vq_params = vq_states["EMA + restarts"].params
 print(f"prior: validation -log p(z) = {prior_last['val_nll']:.1f} nats per grid "
@@ -378,7 +379,7 @@ def decode(codes):
 
 
 NUM_SAMPLES = 64
-prior_images, prior_codes = vq_train.sample_images(vq_model, vq_params, prior, prior_state.params,
+prior_images, prior_codes = vq_prior.sample_images(vq_model, vq_params, prior, prior_state.params,
                                                    sample_key, NUM_SAMPLES)
 uniform_codes = jax.random.randint(uniform_key, (NUM_SAMPLES, *vq_model.grid_shape), 0, K)
 data_codes = val_codes["EMA + restarts"][:NUM_SAMPLES]

@@ -190,12 +190,12 @@ def test_losses_and_gradients_finite_at_extreme_model_outputs(case, mean_bias, l
 
 def test_grad_norm_is_right_for_huge_and_tiny_finite_gradients():
   grads = {"a": jnp.full((1000,), 1e20, jnp.float32), "b": jnp.float32(-3e20)}
-  norm = train._global_norm(grads)
+  norm = train.global_norm(grads)
   np.testing.assert_allclose(norm, np.sqrt(1000 * 1e40 + 9e40), rtol=1e-5)
   tiny = {"a": jnp.full((1000,), 1e-25, jnp.float32), "b": jnp.float32(-3e-25)}  # squares underflow
-  np.testing.assert_allclose(train._global_norm(tiny), np.sqrt(1000 * 1e-50 + 9e-50), rtol=1e-5)
+  np.testing.assert_allclose(train.global_norm(tiny), np.sqrt(1000 * 1e-50 + 9e-50), rtol=1e-5)
   usual = {"a": jnp.arange(5.0), "b": jnp.float32(-2.0)}
-  np.testing.assert_allclose(train._global_norm(usual), np.sqrt(30.0 + 4.0), rtol=1e-6)
-  assert float(train._global_norm({"a": jnp.zeros(3)})) == 0.0
-  assert not np.isfinite(train._global_norm({"a": jnp.array([1.0, jnp.nan])}))
-  assert not np.isfinite(train._global_norm({"a": jnp.array([1.0, jnp.inf])}))
+  np.testing.assert_allclose(train.global_norm(usual), np.sqrt(30.0 + 4.0), rtol=1e-6)
+  assert float(train.global_norm({"a": jnp.zeros(3)})) == 0.0
+  assert not np.isfinite(train.global_norm({"a": jnp.array([1.0, jnp.nan])}))
+  assert not np.isfinite(train.global_norm({"a": jnp.array([1.0, jnp.inf])}))

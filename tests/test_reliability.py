@@ -21,8 +21,10 @@ from tests.test_train import params_of, read_metrics, synthetic, tiny_config
 from vae_jax import checkpointing
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
+from vae_jax import loop
 from vae_jax import losses
 from vae_jax import train
+from vae_jax import workdir as workdir_lib
 
 MARKER = 5  # index of the one all-ones image in marked_data()
 
@@ -77,8 +79,7 @@ def test_skipping_leaves_state_unchanged_on_exactly_the_bad_steps():
   keys = train.RunKeys.from_seed(0)
   images = jnp.asarray(marked_data()["train"].images)
   threshold = 100.0  # about the median gradient norm of this model at its initialization
-  kw = dict(model=model, loss_fn=poisoned_loss, mode="static", skip_nonfinite=True,
-            skip_threshold=threshold)
+  kw = dict(model=model, loss_fn=poisoned_loss, mode="static")
   epoch_fn = train.make_train_epoch(model, poisoned_loss, mode="static", batch_size=16,
                                     skip_nonfinite=True, skip_threshold=threshold)
   state0 = train.create_train_state(model, keys.init, tx)
@@ -92,7 +93,8 @@ def test_skipping_leaves_state_unchanged_on_exactly_the_bad_steps():
   assert 2 <= expected.sum() <= 14, metrics["grad_norm"]  # the threshold cuts somewhere inside
 
   # Replay step by step: a skipped step keeps params and optimizer state bit for bit.
-  step = jax.jit(functools.partial(train.train_step, **kw))
+  step = jax.jit(train.guard(functools.partial(train.train_step, **kw), skip_nonfinite=True,
+                             skip_threshold=threshold))
   state = state0
   for i, idx in enumerate(batches):
     new, m = step(state, images[idx], jax.random.fold_in(keys.train, state.step))
@@ -123,14 +125,14 @@ def test_the_stop_message_names_the_offending_term():
   n = 4
   ok = dict(loss=np.ones(n), grad_norm=np.ones(n), kl_weight=np.ones(n), recon=np.ones(n),
             skipped_updates=np.zeros(n, np.int32))
-  assert train._first_non_finite(ok) is None
+  assert loop.first_non_finite(ok) is None
   grad = dict(ok, grad_norm=np.array([1, 1, np.inf, np.nan]))
-  assert train._first_non_finite(grad) == (2, ["gradient (grad_norm)"])
+  assert loop.first_non_finite(grad) == (2, ["gradient (grad_norm)"])
   aux = dict(ok, recon=np.array([1, np.nan, 1, 1]))
-  assert train._first_non_finite(aux) == (1, ["aux term 'recon'"])
+  assert loop.first_non_finite(aux) == (1, ["aux term 'recon'"])
   # A skipped step is not a reason to stop; the next bad one that was applied is.
   skipped = dict(grad, skipped_updates=np.array([0, 0, 1, 0], np.int32))
-  assert train._first_non_finite(skipped) == (3, ["gradient (grad_norm)"])
+  assert loop.first_non_finite(skipped) == (3, ["gradient (grad_norm)"])
 
 
 def test_debug_nans_raises_at_the_op_with_the_epoch(tmp_path):
@@ -321,10 +323,10 @@ def test_a_kill_while_an_old_checkpoint_is_deleted_leaves_only_complete_ones_vis
 def test_a_metrics_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path, caplog):
   path = tmp_path / "metrics.jsonl"
   path.write_text('{"epoch": 1, "train_loss": 5.0}\n{"epoch": 2, "train_loss": 4.0}\n{"epoch": 3, "tra')
-  train._truncate_metrics(path, 2)
+  workdir_lib.truncate_metrics(path, 2)
   assert read_metrics(tmp_path) == [{"epoch": 1, "train_loss": 5.0}, {"epoch": 2, "train_loss": 4.0}]
   assert "partly written line" in caplog.text
-  train._truncate_metrics(path, 1)
+  workdir_lib.truncate_metrics(path, 1)
   assert read_metrics(tmp_path) == [{"epoch": 1, "train_loss": 5.0}]
 
 

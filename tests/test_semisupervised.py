@@ -1,6 +1,7 @@
 """Semi-supervised classification (Kingma et al. 2014): M2's bounds, the labelled subset, M1's
 classifier, training, config checks."""
 
+import functools
 import importlib
 import json
 
@@ -16,7 +17,9 @@ import scipy.special
 from experiments.configs.semisupervised import m1_vae
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
+from vae_jax import loop
 from vae_jax import plotting
+from vae_jax.apps import m1
 from vae_jax.apps import semisupervised as ssl
 from vae_jax.apps import ssl_config
 from vae_jax import train
@@ -125,7 +128,7 @@ def test_softmax_regression_is_the_minimizer_of_its_objective():
   rng = np.random.default_rng(0)
   feats = rng.normal(size=(60, 4)) + np.repeat(np.eye(3, 4) * 3, 20, axis=0)
   labels = np.repeat(np.arange(3), 20)
-  clf = ssl.fit_softmax_regression(feats, labels, 3, l2=0.05, steps=3000, learning_rate=0.05)
+  clf = m1.fit_softmax_regression(feats, labels, 3, l2=0.05, steps=3000, learning_rate=0.05)
   z = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
 
   def objective(theta):  # the same convex objective, minimized independently by L-BFGS
@@ -153,11 +156,12 @@ def test_m2_learns_from_few_labels_and_a_seed_fixes_the_run():
   x, y = _clusters(jax.random.key(0), 600)
   x_test, y_test = _clusters(jax.random.key(1), 300)
   picked = ssl.balanced_subset(y, 6, jax.random.key(2), 3)  # 2 labels per class
-  data = (jnp.asarray(x), jnp.asarray(x[picked]), jnp.asarray(y[picked]))
+  data = (jnp.asarray(x), (jnp.asarray(x[picked]), jnp.asarray(y[picked])))
   # The labels at full weight ("equal"): with the paper's weight (0.1 on 6 labels) this 2-D toy finds
   # the clusters but can name them with a permutation of the labels.
-  epoch = ssl.make_m2_epoch(model, kind="mean", weights=ssl.objective_weights("equal", 0.1, 600, 6),
-                            batch_size=50, labelled_batch_size=6)
+  step = functools.partial(ssl.m2_step, model=model, kind="mean", labelled_batch_size=6,
+                           weights=ssl.objective_weights("equal", 0.1, 600, 6))
+  epoch = loop.make_epoch(step, 50, with_fixed=True)  # as the trainer runs it (ssl_train)
   tx = optax.adam(1e-2)
 
   def run(seed, epochs=40):
@@ -208,7 +212,7 @@ def test_the_paper_objective_is_j_alpha_per_training_image():
   weights = ssl.objective_weights("paper", 0.1, 30, 6)
   _, m = jax.jit(lambda s, b, k: ssl.m2_step(s, b, k, model=model, kind="mean", weights=weights,
                                              labelled_batch_size=6))(
-      state, (jnp.asarray(x), jnp.asarray(x[:6]), jnp.asarray(y[:6])), jax.random.key(2))
+      state, (jnp.asarray(x), (jnp.asarray(x[:6]), jnp.asarray(y[:6]))), jax.random.key(2))
   np.testing.assert_allclose(m["loss"], m["unlabelled"] + weights[0] * m["labelled"]
                              + weights[1] * m["classification"], rtol=1e-6)
 
@@ -255,29 +259,33 @@ def test_warm_restarts_repeat_the_cosine_cycle_and_its_first_cycle_is_the_plain_
 def test_active_dims_drop_collapsed_units():
   rng = np.random.default_rng(0)
   means = rng.normal(size=(1000, 4)) * np.array([0.0, 0.05, 1.0, 0.3])  # std 0, 0.05, 1, 0.3
-  np.testing.assert_array_equal(ssl.active_dims(means, 0.1), [2, 3])
-  np.testing.assert_array_equal(ssl.active_dims(means, 0.0), [0, 1, 2, 3])  # 0: keep all (before)
+  np.testing.assert_array_equal(m1.active_dims(means, 0.1), [2, 3])
+  np.testing.assert_array_equal(m1.active_dims(means, 0.0), [0, 1, 2, 3])  # 0: keep all (before)
   with pytest.raises(data_lib.DataError, match="no latent dimension .* std above 2.0 .*collapsed"):
-    ssl.active_dims(means, 2.0)
+    m1.active_dims(means, 2.0)
   with pytest.raises(data_lib.DataError, match=r"shape \(1000, 2, 2\); expected \[N, D\]"):
-    ssl.active_dims(means.reshape(1000, 2, 2), 0.1)
+    m1.active_dims(means.reshape(1000, 2, 2), 0.1)
 
 
 def test_old_workdirs_resume_with_the_objective_they_were_trained_with(tmp_path):
-  from vae_jax import loop
   cfg = importlib.import_module("experiments.configs.semisupervised.m1_m2").get_config()
   old = cfg.to_dict()
   del old["m2"]["objective"], old["m1_active_threshold"], old["optimizer"]["cycle_epochs"]
   old["num_epochs"] = 300
   (tmp_path / "config.json").write_text(ml_collections.ConfigDict(old).to_json())
-  added = ssl_config.SSL_ADDED_FIELDS  # as experiments.semisupervised
+  for name in ("num_devices", "skip_nonfinite_updates", "skip_threshold", "debug_nans"):
+    del old[name]  # also added later: resumable, so never a difference
+  (tmp_path / "config.json").write_text(ml_collections.ConfigDict(old).to_json())
+  check = functools.partial(ssl_config.SCHEMA.check_resume, workdir=tmp_path)  # as ssl_train.run
   with pytest.raises(config_lib.ConfigError, match="m2.objective"):
-    loop.prepare_workdir(cfg, tmp_path, added=added)  # the new default ("paper") is another objective
+    check(cfg)  # the new default ("paper") is another objective
   cfg.m2.objective, cfg.m1_active_threshold, cfg.num_epochs = "equal", 0.0, 300
   with pytest.raises(config_lib.ConfigError, match="optimizer.cycle_epochs"):
-    loop.prepare_workdir(cfg, tmp_path, added=added)  # an old workdir has one cosine cycle
+    check(cfg)  # an old workdir has one cosine cycle
   cfg.optimizer.cycle_epochs = 0
-  loop.prepare_workdir(cfg, tmp_path, added=added)
+  check(cfg)
+  loaded = ssl_config.SCHEMA.load(tmp_path)
+  assert (loaded.m2.objective, loaded.optimizer.cycle_epochs, loaded.num_devices) == ("equal", 0, 0)
 
 
 def test_sampled_features_are_draws_from_the_m1_posterior():

@@ -13,6 +13,7 @@ from vae_jax import data as data_lib
 from vae_jax import evaluate as eval_lib
 from vae_jax import losses
 from vae_jax import train
+from vae_jax import workdir as workdir_lib
 
 
 def tiny_config(**overrides):
@@ -229,7 +230,7 @@ def test_best_checkpoint_is_the_epoch_with_the_lowest_validation_nll_across_a_re
       config.optimizer, config_lib.make_schedule(config.optimizer, 1, 1)))
   regular = checkpointing.Checkpointer(tmp_path / "checkpoints").restore(best_epoch, template)
   jax.tree.map(np.testing.assert_array_equal, params_of(regular), jax.tree.map(np.asarray, best_params))
-  assert train._best_score(tmp_path / "metrics.jsonl", [best_epoch]) == min(r["val_nll"] for r in rows)
-  assert train._best_score(tmp_path / "metrics.jsonl", []) == float("inf")
+  assert workdir_lib.best_score(tmp_path / "metrics.jsonl", [best_epoch], "val_nll") == min(r["val_nll"] for r in rows)
+  assert workdir_lib.best_score(tmp_path / "metrics.jsonl", [], "val_nll") is None
   with pytest.raises(ValueError, match="checkpoint='worst'"):
     train.restore_workdir(tmp_path, checkpoint="worst")

@@ -33,6 +33,8 @@ from vae_jax import train
 from vae_jax.vq import config as vq_config
 from vae_jax.vq import evaluate as vq_evaluate
 from vae_jax.vq import train as vq_train
+from vae_jax.vq import train_prior as vq_prior
+from vae_jax.vq import workdirs as vq_workdirs
 
 pytestmark = pytest.mark.usefixtures("fast_compiling_rng")
 
@@ -83,9 +85,10 @@ def test_a_skipped_vq_step_keeps_params_optimizer_and_codebook_statistics():
   model = vq_config.make_vqvae(cfg)
   tx = config_lib.make_optimizer(cfg.optimizer, config_lib.make_schedule(cfg.optimizer, 1, 1))
   state = vq_train.create_train_state(model, jax.random.key(0), tx)
-  step = jax.jit(functools.partial(vq_train.train_step, model=model, loss_fn=poisoned_loss, mode="static",
-                                   ema=True, decay=0.9, epsilon=1e-5, restart=True, dead_threshold=0.5,
-                                   skip_threshold=1e30))  # a NaN gradient norm is not <= any threshold
+  step = jax.jit(train.guard(  # as the loop runs every trainer's step
+      functools.partial(vq_train.train_step, model=model, loss_fn=poisoned_loss, mode="static", ema=True,
+                        decay=0.9, epsilon=1e-5, restart=True, dead_threshold=0.5),
+      skip_threshold=1e30))  # a NaN gradient norm is not <= any threshold
   images = jnp.asarray(marked_data()["train"].images)
   bad, good = images[MARKER - 2:MARKER + 2], images[8:12]
   for batch, skipped in ((bad, 1), (good, 0)):
@@ -109,8 +112,8 @@ def test_a_skipped_prior_step_keeps_params_and_optimizer_state():
     loss, aux = losses.prior_nll_loss(model, params, codes, key, **kw)
     return loss * jnp.where(jnp.all(codes == 3), jnp.nan, 1.0), aux
 
-  step = jax.jit(functools.partial(vq_train.prior_train_step, model=model, loss_fn=poisoned_nll,
-                                   skip_nonfinite=True))
+  step = jax.jit(train.guard(functools.partial(vq_prior.prior_train_step, model=model, loss_fn=poisoned_nll),
+                             skip_nonfinite=True))
   good = jnp.arange(2 * 9, dtype=jnp.int32).reshape(2, 3, 3) % 3
   for codes, skipped in ((good.at[1].set(3), 1), (good, 0)):
     new, metrics = step(state, {"codes": codes}, jax.random.key(1))
@@ -134,37 +137,42 @@ class CountingState(flax.struct.PyTreeNode):
   step: jax.Array
 
 
-def test_the_vq_loop_skips_or_stops_naming_the_step_and_term(tmp_path):
-  """``loop.fit`` (both VQ trainers) on scripted per-step metrics: a non-finite applied step stops the
-  run naming its global step and the terms; a skipped one is counted and left out of the means."""
+def test_the_loop_skips_or_stops_naming_the_step_and_term(tmp_path, monkeypatch):
+  """``loop.fit`` (every trainer's loop) on scripted per-step metrics: a non-finite applied step stops
+  the run naming its global step and the terms; a skipped one is counted and left out of the means."""
   n = 4  # 64 examples / batch 16
   ok = dict(loss=np.ones(n), grad_norm=np.ones(n), perplexity=np.full(n, 2.0),
             dead_codes=np.zeros(n, np.int32), skipped_updates=np.zeros(n, np.int32))
 
-  def fit(metrics, workdir, cfg=None):
-    def epoch_fn(state, data, epoch, train_key, data_key):
-      return state.replace(step=state.step + n), {k: np.asarray(v) for k, v in metrics.items()}
-    return loop.fit(cfg or tiny_config(), workdir, state=CountingState(step=jnp.int32(0)),
-                    epoch_fn=epoch_fn, data=np.zeros((64, 1)), keys=train.RunKeys.from_seed(0),
-                    schedule=lambda step: 1e-3, validate=lambda state: {"recon": 1.0})
+  def fit(metrics, workdir, num_epochs=2):
+    def scripted_epoch(step, batch_size, **kw):
+      return lambda state, data, epoch, train_key, data_key: (
+          state.replace(step=state.step + n), {k: np.asarray(v) for k, v in metrics.items()})
+    monkeypatch.setattr(loop, "make_epoch", scripted_epoch)
+    trainer = loop.Trainer(state=CountingState(step=jnp.int32(0)), step=None, data=np.zeros((64, 1)),
+                           evaluate=lambda state: {"recon": 1.0}, schedule=lambda step: 1e-3,
+                           keys=train.RunKeys.from_seed(0))
+    return loop.fit(tiny_config(num_epochs=num_epochs), workdir, trainer)
 
   stops = [(dict(ok, perplexity=np.array([2, 2, np.nan, 2])), r"non-finite aux term 'perplexity' at step 2 "
                                                               r"\(epoch 1, batch 2\)"),
            (dict(ok, loss=np.array([1, np.inf, 1, 1]), grad_norm=np.array([1, np.nan, 1, 1])),
-            r"non-finite loss, gradient \(grad_norm\) at step 1 \(epoch 1, batch 1\).*the newest good "
-            r"checkpoint \(epoch 0\).*config.skip_nonfinite_updates.*config.debug_nans"),
+            r"non-finite loss, gradient \(grad_norm\) at step 1 \(epoch 1, batch 1\).*no checkpoint "
+            r"has been written yet.*config.skip_nonfinite_updates.*config.debug_nans"),
            (dict(ok, skipped_updates=np.ones(n, np.int32)), r"all 4 updates of epoch 1 were skipped")]
-  no_debug_field = tiny_config()  # a trainer whose config has no debug_nans field (experiments/semisupervised)
-  del no_debug_field["debug_nans"]
   for i, (metrics, match) in enumerate(stops):
     with pytest.raises(train.NonFiniteError, match=match):
-      fit(metrics, tmp_path / f"stop{i}", cfg=no_debug_field if i == 0 else None)
+      fit(metrics, tmp_path / f"stop{i}")
   skipped = dict(ok, loss=np.array([1, np.nan, 3, 2]), skipped_updates=np.array([0, 1, 0, 0], np.int32))
   state, last = fit(skipped, tmp_path / "skip")
   assert int(state.step) == 2 * n
   rows = read_metrics(tmp_path / "skip")
   assert [(r["train_skipped_updates"], r["train_loss"]) for r in rows] == [(1, 2.0), (1, 2.0)]
   assert last["val_recon"] == 1.0 and last["train_perplexity"] == 2.0
+  # A stop after the first checkpoint names it: it is kept.
+  fit(ok, tmp_path / "late")
+  with pytest.raises(train.NonFiniteError, match=r"the newest good checkpoint \(epoch 2\) is kept"):
+    fit(stops[1][0], tmp_path / "late", num_epochs=3)
 
 
 def test_vq_debug_nans_raises_at_the_op_with_step_and_epoch(tmp_path):
@@ -215,7 +223,7 @@ def test_damaged_vq_checkpoints_fall_back_to_the_newest_intact_one_and_say_so(tm
   vq_train.train_and_evaluate(tiny_config(num_epochs=2, keep_checkpoints=3), run, datasets=data)
   truncate_files(run / "checkpoints" / "2")
   # Loading (evaluation, the prior's stage) falls back to epoch 1 and names the damaged one.
-  loaded = vq_evaluate.load_vqvae(run)
+  loaded = vq_workdirs.load_vqvae(run)
   assert loaded.epoch == 1
   assert f"checkpoint {run / 'checkpoints' / '2'} cannot be restored" in caplog.text
   assert "restored epoch 1" in caplog.text and "skipping unreadable newer checkpoints [2]" in caplog.text
@@ -229,23 +237,23 @@ def test_damaged_vq_checkpoints_fall_back_to_the_newest_intact_one_and_say_so(tm
   for e in (1, 2, 3):
     truncate_files(run / "checkpoints" / str(e))
   with pytest.raises(checkpointing.CheckpointError, match=rf"no checkpoint in {run / 'checkpoints'} could"):
-    vq_evaluate.load_vqvae(run)
+    vq_workdirs.load_vqvae(run)
   # A VQ-VAE workdir whose config was swapped for another model's: the arrays are named.
   (tmp_path / "full" / "config.json").write_text(tiny_config(**{"model.code_dim": 3}).to_json())
   with pytest.raises(checkpointing.CheckpointError,
                      match=r"(?s)another model's state: .*params\.quantizer\.codebook has shape \(4, 2\) in "
                            r"the checkpoint, \(4, 3\) here"):
-    vq_evaluate.load_vqvae(tmp_path / "full")
+    vq_workdirs.load_vqvae(tmp_path / "full")
 
 
 def test_a_vae_workdir_is_not_a_vqvae_workdir(tmp_path):
   (tmp_path / "config.json").write_text('{"model": {"name": "mlp"}}')
   with pytest.raises(vq_config.ConfigError, match=rf"{tmp_path} is not a VQ-VAE workdir"):
-    vq_evaluate.load_vqvae(tmp_path)
+    vq_workdirs.load_vqvae(tmp_path)
   with pytest.raises(vq_config.ConfigError, match=rf"{tmp_path} is not a prior workdir"):
-    vq_evaluate.load_prior(tmp_path)
+    vq_workdirs.load_prior(tmp_path)
   with pytest.raises(FileNotFoundError, match=rf"{tmp_path / 'nowhere'}.* training workdir"):
-    vq_evaluate.load_vqvae(tmp_path / "nowhere")
+    vq_workdirs.load_vqvae(tmp_path / "nowhere")
 
 
 BAD_IMAGES = [
@@ -275,7 +283,7 @@ def test_vq_images_of_the_wrong_shape_or_range_are_named_before_training(tmp_pat
 M = 2**24
 TRAINING_INTS = {"seed": (0, 2**32 - 1), "batch_size": (1, M), "num_epochs": (1, M),
                  "eval_every_epochs": (1, M), "checkpoint_every_epochs": (1, M), "keep_checkpoints": (1, 1000),
-                 "eval.batch_size": (1, M)}
+                 "eval.batch_size": (1, M), "num_devices": (0, 2**16)}
 TRAINING_FLOATS = {"optimizer.learning_rate": (0, True, 10, False), "optimizer.b1": (0, False, 1, True),
                    "optimizer.b2": (0, False, 1, True), "optimizer.eps": (0, True, 1, False),
                    "optimizer.weight_decay": (0, False, 1e3, False),
@@ -404,7 +412,7 @@ def test_random_invalid_vq_configs_get_one_named_error_before_any_compute(tmp_pa
   def check(case):
     cfg, kind, prior, fields = case
     with pytest.raises(vq_config.ConfigError) as err:
-      (vq_train.train_prior if prior else vq_train.train_and_evaluate)(ml_collections.ConfigDict(cfg), workdir)
+      (vq_prior.train_prior if prior else vq_train.train_and_evaluate)(ml_collections.ConfigDict(cfg), workdir)
     assert any(f"config.{f}" in str(err.value) for f in fields), (kind, fields, str(err.value))
     assert not workdir.exists()
     tried[("prior " if prior else "vqvae ") + kind] += 1

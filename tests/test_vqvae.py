@@ -25,6 +25,8 @@ from vae_jax.vq import config as vq_config
 from vae_jax.vq import evaluate as vq_evaluate
 from vae_jax.vq import train as vq_train
 from vae_jax.vq import vqvae
+from vae_jax.vq import train_prior as vq_prior
+from vae_jax.vq import workdirs as vq_workdirs
 
 
 pytestmark = pytest.mark.usefixtures("fast_compiling_rng")
@@ -102,7 +104,7 @@ def trained(tmp_path_factory):
 
   vq_state, vq_last = vq_train.train_and_evaluate(tiny_vq_config(), root / "vq", datasets=data,
                                                   loss_fn=counting_loss)
-  prior_state, prior_last = vq_train.train_prior(tiny_prior_config(root / "vq"), root / "prior", datasets=data)
+  prior_state, prior_last = vq_prior.train_prior(tiny_prior_config(root / "vq"), root / "prior", datasets=data)
   return types.SimpleNamespace(root=root, data=data, traces=len(traces), vq_state=vq_state,
                                vq_last=vq_last, prior_state=prior_state, prior_last=prior_last)
 
@@ -155,12 +157,12 @@ def test_prior_training_records_its_vqvae_and_writes_samples(trained):
   assert rows[-1]["val_nll"] < 16 * 7 * 7 * math.log(8)  # far below uniform on these 4 prototypes
   source = json.loads((trained.root / "prior" / "vqvae.json").read_text())
   assert source["num_codes"] == 8 and source["grid_shape"] == [7, 7]
-  assert source["fingerprint"] == vq_evaluate.fingerprint(trained.vq_state.params)
+  assert source["fingerprint"] == vq_workdirs.fingerprint(trained.vq_state.params)
   assert (trained.root / "prior" / "figures" / "samples.png").stat().st_size > 1000
 
 
 def test_bound_is_recon_plus_prior_nll_against_direct_computation(trained):
-  prior, vq_run = vq_evaluate.load_prior(trained.root / "prior")
+  prior, vq_run = vq_workdirs.load_prior(trained.root / "prior")
   assert vq_run.epoch == 2 and prior.epoch == 2
   images, labels = trained.data["validation"].images[:40], trained.data["validation"].labels[:40]
   out = vq_evaluate.evaluate(vq_run.model, vq_run.params, images, mode="static", key=jax.random.key(0),
@@ -186,11 +188,11 @@ def test_bound_is_recon_plus_prior_nll_against_direct_computation(trained):
 
 
 def test_sampled_images_decode_sampled_codes(trained):
-  prior, vq_run = vq_evaluate.load_prior(trained.root / "prior")
+  prior, vq_run = vq_workdirs.load_prior(trained.root / "prior")
   labels = jnp.arange(6) % 4
-  images, codes = vq_train.sample_images(vq_run.model, vq_run.params, prior.model, prior.params,
+  images, codes = vq_prior.sample_images(vq_run.model, vq_run.params, prior.model, prior.params,
                                          jax.random.key(3), 6, labels)
-  again, codes2 = vq_train.sample_images(vq_run.model, vq_run.params, prior.model, prior.params,
+  again, codes2 = vq_prior.sample_images(vq_run.model, vq_run.params, prior.model, prior.params,
                                          jax.random.key(3), 6, labels)
   np.testing.assert_array_equal(codes, codes2)
   assert images.shape == (6, 28, 28, 1) and float(images.min()) >= 0 and float(images.max()) <= 1
@@ -201,10 +203,10 @@ def test_a_workdir_written_before_the_autoregressive_decoder_loads_and_resumes_a
   vq_dir = tmp_path / "vq"
   shutil.copytree(trained.root / "vq", vq_dir)
   saved = json.loads((vq_dir / "config.json").read_text())
-  for field in vq_config.VQVAE_ADDED_FIELDS:
+  for field in ("model.ar_layers", "model.ar_features", "model.ar_kernel_size"):  # added later
     del saved["model"][field.split(".")[1]]
   (vq_dir / "config.json").write_text(json.dumps(saved))
-  run = vq_evaluate.load_vqvae(vq_dir)
+  run = vq_workdirs.load_vqvae(vq_dir)
   assert run.model.ar_layers == 0 and run.epoch == 2
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.params),
                jax.device_get(trained.vq_state.params))
@@ -221,11 +223,11 @@ def test_an_autoregressive_decoder_trains_evaluates_and_samples_end_to_end(train
   cfg = tiny_vq_config(num_epochs=1, **{"model.ar_layers": 1, "model.ar_features": 4})
   vq_train.train_and_evaluate(cfg, tmp_path / "vq", datasets=trained.data)
   assert (tmp_path / "vq" / "figures" / "reconstructions.png").stat().st_size > 1000
-  vq_train.train_prior(tiny_prior_config(tmp_path / "vq", num_epochs=1), tmp_path / "prior",
+  vq_prior.train_prior(tiny_prior_config(tmp_path / "vq", num_epochs=1), tmp_path / "prior",
                        datasets=trained.data)
-  prior, vq_run = vq_evaluate.load_prior(tmp_path / "prior")
+  prior, vq_run = vq_workdirs.load_prior(tmp_path / "prior")
   assert vq_run.model.ar_layers == 1
-  images, codes = vq_train.sample_images(vq_run.model, vq_run.params, prior.model, prior.params,
+  images, codes = vq_prior.sample_images(vq_run.model, vq_run.params, prior.model, prior.params,
                                          jax.random.key(3), 4, jnp.arange(4))
   assert images.shape == (4, 28, 28, 1) and 0 <= float(images.min()) and float(images.max()) <= 1
   # The bound's reconstruction term is the teacher-forced autoregressive likelihood of the image.
@@ -242,8 +244,8 @@ def test_prior_resume_is_exact_and_a_changed_vqvae_is_refused(trained, tmp_path)
   vq_dir = tmp_path / "vq"  # a copy of the trained VQ-VAE, changed below
   shutil.copytree(trained.root / "vq", vq_dir)
   cfg = tiny_prior_config(vq_dir, num_epochs=1)  # stopped after epoch 1 of the fixture's 2 ...
-  vq_train.train_prior(cfg, tmp_path / "resumed", datasets=trained.data)
-  resumed, _ = vq_train.train_prior(override(cfg, num_epochs=2), tmp_path / "resumed", datasets=trained.data)
+  vq_prior.train_prior(cfg, tmp_path / "resumed", datasets=trained.data)
+  resumed, _ = vq_prior.train_prior(override(cfg, num_epochs=2), tmp_path / "resumed", datasets=trained.data)
   # ... and resumed: bit-identical to the fixture's uninterrupted run (same codes, seed and config).
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.params),
                jax.device_get(trained.prior_state.params))
@@ -256,11 +258,11 @@ def test_prior_resume_is_exact_and_a_changed_vqvae_is_refused(trained, tmp_path)
   ckpt.save(3, state.replace(params=vq_train._with_codebook(state.params, codebook.at[0, 0].add(1.0))))
   ckpt.close()
   with pytest.raises(checkpointing.CheckpointError, match="another VQ-VAE checkpoint.*epoch 2.*epoch 3"):
-    vq_evaluate.load_prior(tmp_path / "resumed")
+    vq_workdirs.load_prior(tmp_path / "resumed")
   with pytest.raises(checkpointing.CheckpointError, match="another VQ-VAE checkpoint"):
-    vq_evaluate.load_prior(trained.root / "prior", vqvae_workdir=vq_dir)
+    vq_workdirs.load_prior(trained.root / "prior", vqvae_workdir=vq_dir)
   with pytest.raises(checkpointing.CheckpointError, match="another VQ-VAE checkpoint"):
-    vq_train.train_prior(override(cfg, num_epochs=3), tmp_path / "resumed", datasets=trained.data)
+    vq_prior.train_prior(override(cfg, num_epochs=3), tmp_path / "resumed", datasets=trained.data)
 
 
 def test_prior_on_a_vqvae_with_another_grid_is_refused(trained, tmp_path):
@@ -275,8 +277,8 @@ def test_prior_on_a_vqvae_with_another_grid_is_refused(trained, tmp_path):
   ckpt.save(1, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract))  # values do not matter
   ckpt.close()
   with pytest.raises(checkpointing.CheckpointError, match="7x7 grids of K = 8.*14x14 grids of K = 8"):
-    vq_evaluate.load_prior(trained.root / "prior", vqvae_workdir=tmp_path / "vq14")
-  prior, _ = vq_evaluate.load_prior(trained.root / "prior")
+    vq_workdirs.load_prior(trained.root / "prior", vqvae_workdir=tmp_path / "vq14")
+  prior, _ = vq_workdirs.load_prior(trained.root / "prior")
   with pytest.raises(data_lib.DataError, match=r"shape \(3, 14, 14\)"):
     vq_evaluate.prior_log_prob(prior.model, prior.params, np.zeros((3, 14, 14), np.int32),
                                np.zeros(3, np.int32))
@@ -328,13 +330,13 @@ def test_bad_vqvae_configs_are_named_before_any_work(tmp_path, overrides, match)
 
 def test_bad_prior_configs_are_named(tmp_path):
   with pytest.raises(config_lib.ConfigError, match="vqvae_workdir"):
-    vq_train.train_prior(tiny_prior_config(""), tmp_path / "p")
+    vq_prior.train_prior(tiny_prior_config(""), tmp_path / "p")
   with pytest.raises(config_lib.ConfigError, match="vqvae_workdir"):
-    vq_train.train_prior(tiny_prior_config(tmp_path / "missing"), tmp_path / "p")
+    vq_prior.train_prior(tiny_prior_config(tmp_path / "missing"), tmp_path / "p")
   (tmp_path / "vq").mkdir()
   (tmp_path / "vq" / "config.json").write_text("{}")
   with pytest.raises(config_lib.ConfigError, match="kernel_size"):
-    vq_train.train_prior(tiny_prior_config(tmp_path / "vq", **{"model.kernel_size": 4}), tmp_path / "p")
+    vq_prior.train_prior(tiny_prior_config(tmp_path / "vq", **{"model.kernel_size": 4}), tmp_path / "p")
 
 
 # -- the CIFAR-10 configuration's code path (mock data) -----------------------------------------
@@ -411,7 +413,7 @@ def test_every_vq_config_in_small_form_is_bit_identical_for_a_seed(name, tmp_pat
   runs = {}
   for run, seed in (("a", 0), ("b", 0)):
     small = _vq_small_form(name, seed, vq_workdir)
-    fit = vq_train.train_and_evaluate if small.model.name == "vqvae" else vq_train.train_prior
+    fit = vq_train.train_and_evaluate if small.model.name == "vqvae" else vq_prior.train_prior
     state, _ = fit(small, tmp_path / run, datasets=data)
     rows = [{k: v for k, v in r.items() if k not in ("seconds", "examples_per_s")}
             for r in read_metrics(tmp_path / run)]

@@ -1,218 +1,71 @@
-"""Config checks and the objects a config names (model, loss, optimizer).
+"""The VAE trainer's config: its schema (fields, checks, old-workdir values) and the objects it names.
 
 ``validate(config)`` runs before any data is read or anything is compiled,
 and raises one ``ConfigError`` naming the field, its value and what is allowed.
+The mechanism (field specs, unknown / missing fields, resumable fields, the
+values of fields old workdirs lack) is ``vae_jax.schema``'s, shared by every
+trainer; this module declares the VAE's fields and their combinations.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
-
-import numpy as np
 import optax
 
 from vae_jax import data as data_lib
-from vae_jax.models import hvae
 from vae_jax import layers
 from vae_jax import losses
 from vae_jax import models
+from vae_jax import schema
+from vae_jax.models import hvae
 
+ConfigError = schema.ConfigError
+_fail = schema.fail
+MAX_SEED, MAX_WIDTH, MAX_COUNT = schema.MAX_SEED, schema.MAX_WIDTH, schema.MAX_COUNT
+PSEUDO_INPUT_INITS = ("noise", "data")
 
-class ConfigError(ValueError):
-  """A config field holds a value the library cannot use."""
-
-
-def _fail(field, value, allowed):
-  shown = repr(value)
-  if len(shown) > 200:
-    shown = shown[:200] + "..."
-  raise ConfigError(f"config.{field}={shown} is invalid: {allowed}")
-
-
-# -- what each field may hold -------------------------------------------------
 # One entry per config field (experiments/configs/default.py). ``validate``
 # checks every entry and refuses fields not listed here, so a misspelled
 # override fails instead of being ignored: a new config field needs an entry.
-
-_INT_TYPES = (int, np.integer)
-_FLOAT_TYPES = (int, float, np.integer, np.floating)
-_BOOL_TYPES = (bool, np.bool_)
-MAX_SEED = 2**32 - 1    # jax.random.key keeps 32 bits: larger seeds alias smaller ones
-MAX_WIDTH = 2**16       # units in a layer, latents, channels
-MAX_COUNT = 2**24       # epochs, samples, batch sizes, checkpoints
-
-
-def _is_int(v) -> bool:
-  return isinstance(v, _INT_TYPES) and not isinstance(v, _BOOL_TYPES)
-
-
-def _is_number(v) -> bool:
-  return isinstance(v, _FLOAT_TYPES) and not isinstance(v, _BOOL_TYPES)
-
-
-def _finite(v) -> bool:
-  try:
-    return math.isfinite(v)
-  except OverflowError:  # an int too large for a float
-    return False
-
-
-@dataclasses.dataclass(frozen=True)
-class Int:
-  lo: int
-  hi: int = MAX_COUNT
-
-  def problem(self, v):
-    if not _is_int(v) or not self.lo <= v <= self.hi:
-      return f"expected an integer in [{self.lo}, {self.hi}]"
-
-
-@dataclasses.dataclass(frozen=True)
-class Float:
-  lo: float
-  hi: float = math.inf
-  lo_open: bool = False
-  hi_open: bool = False
-
-  def problem(self, v):
-    ok = _is_number(v) and _finite(v)
-    ok = ok and (v > self.lo if self.lo_open else v >= self.lo)
-    ok = ok and (v < self.hi if self.hi_open else v <= self.hi)
-    if not ok:
-      return (f"expected a finite number in {'(' if self.lo_open else '['}{self.lo}, {self.hi}"
-              f"{')' if self.hi_open or self.hi == math.inf else ']'}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Bool:
-  def problem(self, v):
-    if not isinstance(v, _BOOL_TYPES):
-      return "expected True or False"
-
-
-@dataclasses.dataclass(frozen=True)
-class Str:
-  def problem(self, v):
-    if not isinstance(v, str):
-      return "expected a string"
-
-
-@dataclasses.dataclass(frozen=True)
-class Choice:
-  options: tuple
-
-  def problem(self, v):
-    if not isinstance(v, str) or v not in self.options:
-      return f"choose one of {sorted(self.options)}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Sizes:
-  """A tuple of positive integers (layer widths); ``nested``: a tuple of such tuples."""
-  nested: bool = False
-
-  def problem(self, v):
-    def sizes_ok(t):
-      return (isinstance(t, (tuple, list)) and 1 <= len(t) <= 64
-              and all(_is_int(w) and 1 <= w <= MAX_WIDTH for w in t))
-    ok = (isinstance(v, (tuple, list)) and 1 <= len(v) <= 64 and all(map(sizes_ok, v))) \
-        if self.nested else sizes_ok(v)
-    if not ok:
-      inner = f"a non-empty tuple of integers in [1, {MAX_WIDTH}]"
-      return f"expected a non-empty tuple of such tuples ({inner})" if self.nested else f"expected {inner}"
-
-
-PSEUDO_INPUT_INITS = ("noise", "data")
-
+# ``old=``: the value a workdir written before the field existed ran with;
+# ``resumable=True``: the field may change when a run is resumed.
+_S = schema
 FIELDS = {
-    "seed": Int(0, MAX_SEED),
-    "num_devices": Int(0, 2**16),  # 0 = all
-    "data.name": Choice(tuple(data_lib.DATASETS)),
-    "data.mode": Choice(data_lib.MODES),
-    "data.data_dir": Str(),
-    "data.download": Bool(),
-    "data.binarize_seed": Int(0, MAX_SEED),
-    "model.network": Choice(models.NETWORKS),
-    "model.latent_dims": Sizes(),
-    "model.hidden_sizes": Sizes(nested=True),
-    "model.activation": Choice(tuple(models.ACTIVATIONS)),
-    "model.conv_features": Sizes(),
-    "model.conv_implementation": Choice(tuple(layers.IMPLEMENTATIONS)),
-    "model.likelihood": Choice(models.LIKELIHOODS),
-    "model.fixed_log_sigma": Float(-10.0, 5.0),
-    "model.init_output_bias": Bool(),
-    "model.clip_logvar": Bool(),
-    "model.matmul_dtype": Choice(models.MATMUL_DTYPES),
-    "model.kind": Choice(models.KINDS),
-    "model.prior": Choice(models.PRIORS),
-    "model.num_components": Int(1),
-    "model.pseudo_inputs_init": Choice(PSEUDO_INPUT_INITS),
-    "model.num_classes": Int(0, MAX_WIDTH),  # 0: unconditional; C: a CVAE on labels in [0, C)
-    "loss.name": Choice(tuple(losses.LOSSES)),
-    "loss.num_samples": Int(1, 100_000),
-    "loss.analytic_kl": Bool(),
-    "loss.beta": Float(0.0, 1e6),
-    "loss.warmup_epochs": Float(0.0, 1e6),
-    "loss.corruption": Choice(losses.CORRUPTIONS),
-    "loss.corruption_level": Float(0.0, 1.0),  # a probability (mask, flip) or sigma on [0, 1] data
-    "optimizer.name": Choice(("adam", "adamw", "sgd")),
-    "optimizer.learning_rate": Float(0.0, 10.0, lo_open=True),
-    "optimizer.b1": Float(0.0, 1.0, hi_open=True),   # 1 would divide by 0 in Adam's bias correction
-    "optimizer.b2": Float(0.0, 1.0, hi_open=True),
-    "optimizer.eps": Float(0.0, 1.0, lo_open=True),
-    "optimizer.weight_decay": Float(0.0, 1e3),
-    "optimizer.grad_clip_norm": Float(0.0, 1e12),
-    "optimizer.schedule": Choice(("constant", "cosine", "burda")),
-    "optimizer.burda_stages": Int(1, 12),
-    "optimizer.burda_epoch_scale": Float(0.0, 1e3, lo_open=True),
-    "batch_size": Int(1),
-    "num_epochs": Int(-1),
-    "eval_every_epochs": Int(1),
-    "eval_num_samples": Int(1, 100_000),
-    "checkpoint_every_epochs": Int(1),
-    "keep_checkpoints": Int(1, 1000),
-    "progress": Bool(),
-    "skip_nonfinite_updates": Bool(),
-    "skip_threshold": Float(0.0, 1e30),
-    "debug_nans": Bool(),
-    "eval.num_importance_samples": Int(1, 10**7),
-    "eval.batch_size": Int(1),
-    "eval.chunk_size": Int(1, 100_000),
+    **_S.training_fields(schedules=("constant", "cosine", "burda")),
+    "num_epochs": _S.Int(-1, resumable=True),
+    "data.name": _S.Choice(tuple(data_lib.DATASETS)),
+    "data.mode": _S.Choice(data_lib.MODES),
+    "data.data_dir": _S.Str(resumable=True),
+    "data.download": _S.Bool(resumable=True),
+    "data.binarize_seed": _S.Int(0, _S.MAX_SEED),
+    "model.network": _S.Choice(models.NETWORKS),
+    "model.latent_dims": _S.Sizes(),
+    "model.hidden_sizes": _S.Sizes(nested=True),
+    "model.activation": _S.Choice(tuple(models.ACTIVATIONS)),
+    "model.conv_features": _S.Sizes(),
+    "model.conv_implementation": _S.Choice(tuple(layers.IMPLEMENTATIONS)),
+    "model.likelihood": _S.Choice(tuple(models.LIKELIHOODS)),
+    "model.fixed_log_sigma": _S.Float(-10.0, 5.0),
+    "model.init_output_bias": _S.Bool(),
+    "model.clip_logvar": _S.Bool(old=False),
+    "model.matmul_dtype": _S.Choice(models.MATMUL_DTYPES, old="float32"),
+    "model.kind": _S.Choice(models.KINDS, old="vae"),
+    "model.prior": _S.Choice(tuple(models.PRIORS), old="standard"),
+    "model.num_components": _S.Int(1, old=500),
+    "model.pseudo_inputs_init": _S.Choice(PSEUDO_INPUT_INITS, old="noise"),
+    "model.num_classes": _S.Int(0, _S.MAX_WIDTH, old=0),  # 0: unconditional; C: a CVAE on labels in [0, C)
+    "loss.name": _S.Choice(tuple(losses.LOSSES)),
+    "loss.num_samples": _S.Int(1, 100_000),
+    "loss.analytic_kl": _S.Bool(),
+    "loss.beta": _S.Float(0.0, 1e6),
+    "loss.warmup_epochs": _S.Float(0.0, 1e6),
+    "loss.corruption": _S.Choice(losses.CORRUPTIONS, old="none"),
+    "loss.corruption_level": _S.Float(0.0, 1.0, old=0.0),  # a probability (mask, flip) or sigma on [0, 1] data
+    "optimizer.burda_stages": _S.Int(1, 12),
+    "optimizer.burda_epoch_scale": _S.Float(0.0, 1e3, lo_open=True),
+    "eval_num_samples": _S.Int(1, 100_000, resumable=True),
+    "eval.num_importance_samples": _S.Int(1, 10**7, resumable=True),
+    "eval.chunk_size": _S.Int(1, 100_000, resumable=True),
 }
-
-
-def _leaves(config, prefix=""):
-  """(dotted name, value) of every leaf; sections are anything with ``items``."""
-  for k, v in config.items():
-    name = f"{prefix}{k}"
-    if hasattr(v, "items") and not isinstance(v, str):
-      yield from _leaves(v, name + ".")
-    else:
-      yield name, v
-
-
-def _check_structure(config) -> dict:
-  if not hasattr(config, "items"):
-    raise ConfigError(f"config={config!r} is invalid: expected an ml_collections.ConfigDict "
-                      "(see experiments/configs/default.py)")
-  values = dict(_leaves(config))
-  sections = {f.rsplit(".", 1)[0] for f in FIELDS if "." in f}
-  for name in values:
-    if name in FIELDS:
-      continue
-    if name in sections:
-      _fail(name, values[name], "expected a section of fields (a ConfigDict)")
-    close = difflib.get_close_matches(name, FIELDS, n=1)
-    raise ConfigError(f"config.{name} is not a known field"
-                      + (f"; did you mean config.{close[0]}?" if close else "")
-                      + " (new fields need an entry in vae_jax.config.FIELDS)")
-  for name in FIELDS:
-    if name not in values:
-      raise ConfigError(f"config.{name} is missing; every field of "
-                        "experiments/configs/default.py must be present")
-  return values
 
 
 def validate(config) -> None:
@@ -223,11 +76,11 @@ def validate(config) -> None:
   data mode vs likelihood, schedule length). Pure Python: nothing is compiled
   and no data is read.
   """
-  values = _check_structure(config)
-  for name, spec in FIELDS.items():
-    problem = spec.problem(values[name])
-    if problem:
-      _fail(name, values[name], problem)
+  SCHEMA.validate(config)
+
+
+def _check_combinations(values: dict) -> None:
+  """The combinations of fields (run by ``SCHEMA.validate`` once every field passed its check)."""
 
   data_name, mode = values["data.name"], values["data.mode"]
   if data_lib.DATASETS[data_name].is_binary and mode != "static":
@@ -304,6 +157,9 @@ def _validate_kind_and_prior(values: dict) -> None:
   if corruption != "none" and loss_name != "autoencoder":
     _fail("loss.corruption", corruption, "input corruption is for the denoising autoencoder "
           "(loss.name='autoencoder'); use 'none'")
+
+
+SCHEMA = schema.Schema(FIELDS, "experiments/configs/default.py", _check_combinations)
 
 
 def burda_stage_epochs(opt_config) -> list[int]:

@@ -1,150 +1,321 @@
-"""The epoch loop shared by every trainer that is not the Gaussian VAE's (VQ-VAE, PixelCNN prior).
+"""The training loop every trainer runs: the VAE and HVAE, the VQ-VAE, the PixelCNN prior, M2.
 
-It follows ``train.train_and_evaluate`` to the letter and reuses its pieces:
-the workdir's ``config.json`` and the resume check (``train._config_diff``),
-``RunKeys`` (step key ``fold_in(train_key, step)``, epoch order
-``fold_in(data_key, epoch)``), one jitted ``lax.scan`` per epoch with the state
-donated, Orbax checkpoints (``checkpointing.Checkpointer``), ``metrics.jsonl``
-rows, the crash clean-up (half-written checkpoints, unreadable ones set aside,
-atomic ``config.json``), the non-finite handling (``train.run_epoch``: skipped
-updates counted, or a stop naming the step and term; ``config.debug_nans``), and
-the progress bar. A trainer brings
-its step, its data (any pytree of arrays with a leading example axis) and a
-validation function.
+A trainer supplies a ``Trainer``: its initial state, its step, its data and
+its evaluation. The loop owns everything else, the same for every model:
+
+* keys: the step key is ``fold_in(keys.train, step)``, an epoch's order
+  ``fold_in(keys.data, epoch)`` (``train_state.RunKeys``): a resumed run needs
+  no saved key and ends bit for bit where the uninterrupted run ends;
+* the epoch: one jitted ``lax.scan`` over a permutation of the training
+  examples, the state donated (or, with ``config.debug_nans``, one jitted step
+  per batch under ``jax_debug_nans``, which names the op that made a NaN);
+* devices: a mesh over ``config.num_devices`` (``vae_jax.parallel``), state and
+  data replicated, every batch split over the devices;
+* non-finite updates: skipped and counted (``config.skip_nonfinite_updates``,
+  ``config.skip_threshold``; ``train_state.guard``) or a ``NonFiniteError``
+  naming the step, the term and the checkpoint that is kept;
+* checkpoints: the latest ones every ``checkpoint_every_epochs`` and at the
+  end, and the best one by a validation metric; resume from the newest
+  intact checkpoint (``vae_jax.checkpointing``);
+* ``metrics.jsonl`` (one row per epoch) and the progress bar.
+
+The config check of a resumed workdir is ``open_workdir`` (``vae_jax.schema``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import jax
+import numpy as np
 
 from vae_jax import checkpointing
 from vae_jax import compilation
-from vae_jax import config as config_lib
 from vae_jax import data as data_lib
-from vae_jax import train
-from vae_jax.vq import config as vq_config
+from vae_jax import parallel
+from vae_jax import schema
+from vae_jax import workdir as workdir_lib
+from vae_jax.train_state import RunKeys, guard
 
 log = logging.getLogger(__name__)
 
-# A field a VQ-VAE or prior workdir's config.json lacks counts as this value (written before it existed).
-ADDED_FIELDS = {**train.ADDED_FIELDS, **vq_config.VQVAE_ADDED_FIELDS}
+
+class NonFiniteError(FloatingPointError):
+  """Training produced a NaN or inf loss or gradient."""
 
 
-def prepare_workdir(config, workdir: str | Path, added: dict | None = None) -> Path:
-  """Creates ``workdir`` (WorkdirError if it cannot be written); refuses one that holds a run of
-  another config (listing the differences). A field the saved config lacks counts as its value
-  in ``added`` (default ``ADDED_FIELDS``)."""
-  workdir = train._prepare_workdir(Path(workdir))
-  cfg_path = workdir / "config.json"
-  if cfg_path.exists():
-    diffs = train._config_diff(json.loads(cfg_path.read_text()), train._config_to_json(config),
-                               added=ADDED_FIELDS if added is None else added)
-    if diffs:
-      raise config_lib.ConfigError(
-          f"{workdir} holds a run with another config; use a new workdir or the same config. "
-          "Differences:\n  " + "\n  ".join(diffs))
+@dataclasses.dataclass
+class Trainer:
+  """What a model family brings to the loop.
+
+  Attributes:
+    state: the initial train state (a ``train_state.TrainState``, possibly
+      with fields of its own); also the template checkpoints restore into.
+    step: ``(state, batch, key) -> (state, metrics)``, pure and jittable; the
+      metrics (batch means) must hold ``loss`` and ``grad_norm``.
+    data: the training examples, a pytree of host arrays with a common leading
+      axis, cut into batches of ``config.batch_size``.
+    evaluate: ``state -> {name: float}``, logged as ``val_<name>`` every
+      ``config.eval_every_epochs`` epochs and after the last one.
+    schedule: the learning-rate schedule (logged per epoch).
+    keys: the run's named keys (``RunKeys.from_seed(config.seed)``).
+    fixed_data: optional pytree passed whole with every batch: the step then
+      gets ``(batch, fixed_data)`` (M2's labelled subset).
+    best_metric: the validation metric (a key of ``evaluate``'s result) that
+      the checkpoint in ``best/`` minimizes; None keeps no best checkpoint.
+    on_end: ``state -> None``, run after the last epoch (figures).
+    postfix: row names shown on the progress bar.
+    compile_options: XLA options of the epoch (``vae_jax.compilation``).
+  """
+  state: Any
+  step: Callable
+  data: Any
+  evaluate: Callable[[Any], dict]
+  schedule: Callable
+  keys: RunKeys
+  fixed_data: Any = None
+  best_metric: str | None = None
+  on_end: Callable[[Any], None] | None = None
+  postfix: tuple[str, ...] = ("train_loss",)
+  compile_options: dict | None = None
+
+
+def open_workdir(config, workdir: str | Path, config_schema: schema.Schema) -> Path:
+  """Validates ``config``, creates ``workdir`` (WorkdirError if it cannot be written) and
+  refuses one that holds a run of another config, listing the differences. No compute."""
+  config_schema.validate(config)
+  workdir = workdir_lib.prepare(workdir)
+  config_schema.check_resume(config, workdir)
   return workdir
 
 
-def write_config(config, workdir: Path) -> None:
-  train._write_atomic(workdir / "config.json", config.to_json(indent=2))
+def make_mesh(config) -> jax.sharding.Mesh:
+  """The mesh over ``config.num_devices`` devices; ConfigError if they do not exist or do not
+  split ``config.batch_size`` and ``config.eval.batch_size`` evenly."""
+  try:
+    mesh = parallel.make_mesh(config.get("num_devices", 1))
+    parallel.check_batch_size(config.batch_size, mesh, "config.batch_size")
+    parallel.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
+  except ValueError as e:
+    raise schema.ConfigError(f"config.num_devices={config.get('num_devices', 1)}: {e}") from None
+  return mesh
 
 
-def make_epoch(step: Callable, batch_size: int, *, stepwise: bool = False) -> Callable:
+def make_epoch(step: Callable, batch_size: int, *, mesh: jax.sharding.Mesh | None = None,
+               with_fixed: bool = False, stepwise: bool = False,
+               options: dict | None = None) -> Callable:
   """A jitted ``epoch(state, data, epoch, train_key, data_key) -> (state, metrics [num_batches])``.
 
-  ``step(state, batch, key) -> (state, metrics)``; ``data`` is a pytree of
-  device arrays with a common leading axis, cut into batches by a permutation
-  from ``fold_in(data_key, epoch)``; the step key is ``fold_in(train_key,
-  state.step)``. The state is donated. ``stepwise`` (debug mode): one jitted
-  step per batch driven from Python (``train.run_stepwise``) instead of one scan.
+  ``step(state, batch, key) -> (state, metrics)``. ``data``: a pytree of device
+  arrays with a common leading axis, cut into batches by a permutation from
+  ``fold_in(data_key, epoch)``; with ``with_fixed``, ``data = (batched, fixed)``
+  and the step gets ``(batch, fixed)``. The step key is ``fold_in(train_key,
+  state.step)``. With a ``mesh`` each batch is split over its devices (place
+  state and data with ``parallel.replicate`` first). The state is donated.
+  ``stepwise`` (debug mode): one jitted step per batch, driven from Python
+  (``run_stepwise``), so that ``jax_debug_nans`` names the op.
   """
+  if mesh is not None:
+    parallel.check_batch_size(batch_size, mesh)
+
+  def split(data):
+    return data if with_fixed else (data, None)
+
   def body(state, idx, data, train_key):
-    batch = jax.tree.map(lambda a: data_lib.take_rows(a, idx), data)
+    batched, fixed = split(data)
+    batch = jax.tree.map(lambda a: data_lib.take_rows(a, idx), batched)
+    if mesh is not None:
+      sharding = parallel.batch_sharded(mesh)
+      batch = jax.tree.map(lambda b: jax.lax.with_sharding_constraint(b, sharding), batch)
+    if with_fixed:
+      batch = (batch, fixed)
     return step(state, batch, jax.random.fold_in(train_key, state.step))
 
   def batches(data, epoch, data_key):
-    n = jax.tree.leaves(data)[0].shape[0]
+    n = jax.tree.leaves(split(data)[0])[0].shape[0]
     return data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch), n, batch_size)
 
   if stepwise:
-    body_jit = compilation.jit(body)
-    return lambda state, data, epoch, train_key, data_key: train.run_stepwise(
+    body_jit = compilation.jit(body, options=options)
+    return lambda state, data, epoch, train_key, data_key: run_stepwise(
         lambda state, idx: body_jit(state, idx, data, train_key), state, batches(data, epoch, data_key))
 
   def epoch_fn(state, data, epoch, train_key, data_key):
     return jax.lax.scan(lambda state, idx: body(state, idx, data, train_key), state,
                         batches(data, epoch, data_key))
 
-  return compilation.jit(epoch_fn, donate_argnums=(0,))
+  return compilation.jit(epoch_fn, donate_argnums=(0,), options=options)
 
 
-def fit(config, workdir: Path, *, state, epoch_fn: Callable, data, keys: train.RunKeys,
-        schedule: Callable, validate: Callable[[object], dict], postfix: tuple[str, ...] = ("loss",)):
-  """Runs (or resumes) ``config.num_epochs`` epochs; returns (state, last metrics row).
+def run_stepwise(step: Callable, state, batches) -> tuple[Any, dict]:
+  """Debug mode's epoch: ``step(state, idx) -> (state, metrics)`` (jitted) once per row of
+  ``batches``, driven from Python; -> (state, metrics stacked [num_batches]).
+
+  Under ``jax_debug_nans`` a step that makes a NaN re-runs op by op and raises
+  FloatingPointError naming the op; the step number is added here.
+  """
+  metrics = []
+  for idx in batches:
+    try:
+      state, m = step(state, idx)
+    except FloatingPointError as e:
+      raise FloatingPointError(f"{e} at step {int(state.step)}") from e
+    metrics.append(m)
+  return state, jax.tree.map(lambda *m: np.stack(m), *jax.device_get(metrics))
+
+
+def debug_nans(enabled: bool) -> contextlib.AbstractContextManager:
+  """``jax_debug_nans`` on for the ``with`` block when ``enabled`` (config.debug_nans), restored after."""
+  return jax.debug_nans(True) if enabled else contextlib.nullcontext()
+
+
+def first_non_finite(metrics: dict) -> tuple[int, list[str]] | None:
+  """(batch index, offending terms) of the first non-skipped step with a non-finite metric."""
+  bad = {k: ~np.isfinite(v) for k, v in metrics.items() if k != "skipped_updates"}
+  any_bad = np.any(np.stack(list(bad.values())), axis=0)
+  if "skipped_updates" in metrics:
+    any_bad &= metrics["skipped_updates"] == 0
+  if not np.any(any_bad):
+    return None
+  i = int(np.argmax(any_bad))
+  order = ["loss", "grad_norm", "kl_weight"] + sorted(set(bad) - {"loss", "grad_norm", "kl_weight"})
+  names = {"grad_norm": "gradient (grad_norm)", "kl_weight": "kl_weight", "loss": "loss"}
+  return i, [names.get(k, f"aux term {k!r}") for k in order if k in bad and bad[k][i]]
+
+
+def run_epoch(epoch_fn: Callable, state, data, epoch: int, keys: RunKeys, *, steps_per_epoch: int,
+              ckpt: checkpointing.Checkpointer) -> tuple[Any, dict]:
+  """Runs one epoch and checks its per-step metrics; -> (state, {"train_<name>": epoch mean}).
+
+  The means are over the applied updates; ``train_skipped_updates`` counts the
+  others. Raises NonFiniteError naming the step and the offending term when an
+  applied step has a non-finite metric, when every update was skipped, or (debug
+  mode, ``jax_debug_nans`` on) at the op that made a NaN; each says which
+  checkpoint is kept.
+  """
+  def kept_ckpt():
+    epochs = ckpt.epochs()
+    if not epochs:
+      return f"no checkpoint has been written yet in {ckpt.directory}"
+    return f"the newest good checkpoint (epoch {max(epochs)}) is kept in {ckpt.directory}"
+  try:
+    state, step_metrics = epoch_fn(state, data, epoch, keys.train, keys.data)
+  except FloatingPointError as e:  # config.debug_nans: raised at the op that made the NaN
+    raise NonFiniteError(f"{e} in epoch {epoch} (steps {(epoch - 1) * steps_per_epoch} to "
+                         f"{epoch * steps_per_epoch - 1}); {kept_ckpt()}") from e
+  step_metrics = jax.device_get(step_metrics)
+  bad = first_non_finite(step_metrics)
+  skipped = step_metrics.pop("skipped_updates", np.zeros(steps_per_epoch, np.int32))
+  if np.all(skipped):
+    raise NonFiniteError(f"all {len(skipped)} updates of epoch {epoch} were skipped (non-finite or "
+                         f"above config.skip_threshold): the run is stuck; {kept_ckpt()}")
+  if bad is not None:
+    i, terms = bad
+    step = (epoch - 1) * steps_per_epoch + i
+    raise NonFiniteError(
+        f"non-finite {', '.join(terms)} at step {step} (epoch {epoch}, batch {i}); the run "
+        f"stopped and {kept_ckpt()}. Lower the learning rate, set config.optimizer.grad_clip_norm "
+        "or config.skip_nonfinite_updates, or find the op with config.debug_nans.")
+  kept = skipped == 0  # means over the updates that were applied
+  row = {f"train_{k}": float(np.mean(np.asarray(v)[kept])) for k, v in step_metrics.items()}
+  row["train_skipped_updates"] = int(np.sum(skipped))
+  return state, row
+
+
+def num_examples(data) -> int:
+  return int(jax.tree.leaves(data)[0].shape[0])
+
+
+def fit(config, workdir: str | Path, trainer: Trainer, *, mesh: jax.sharding.Mesh | None = None,
+        num_epochs: int | None = None):
+  """Runs (or resumes) the training of ``trainer`` in ``workdir``; returns (state, last metrics row).
 
   Args:
-    config: has num_epochs, batch_size, eval_every_epochs, checkpoint_every_epochs,
-      keep_checkpoints, progress; optionally debug_nans (jax_debug_nans on for the run).
-    workdir: holds ``checkpoints/`` and ``metrics.jsonl``.
-    state: the initial train state (also the template checkpoints are restored into).
-    epoch_fn: from ``make_epoch``; data: its training data pytree (on the device).
-    schedule: the learning-rate schedule (logged per epoch).
-    validate: ``state -> {name: float}``, logged with a ``val_`` prefix every
-      ``eval_every_epochs`` epochs and after the last one.
-    postfix: metric names shown on the progress bar.
+    config: a validated config with the loop's fields (``schema.training_fields``).
+    workdir: from ``open_workdir``; ``config.json`` is written here, then
+      ``checkpoints/``, ``best/`` and ``metrics.jsonl``.
+    trainer: the model family's state, step, data and evaluation.
+    mesh: the devices (default ``make_mesh(config)``).
+    num_epochs: the run's length (default ``config.num_epochs``).
   """
-  n = jax.tree.leaves(data)[0].shape[0]
+  workdir = workdir_lib.prepare(workdir)
+  mesh = make_mesh(config) if mesh is None else mesh
+  n = num_examples(trainer.data)
   steps_per_epoch = n // config.batch_size
   if steps_per_epoch < 1:
-    raise config_lib.ConfigError(f"config.batch_size={config.batch_size} is larger than the "
-                                 f"{n} training examples")
-  total_epochs = int(config.num_epochs)
-  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
+    raise schema.ConfigError(f"config.batch_size={config.batch_size} is larger than the "
+                             f"{n} training examples")
+  total_epochs = int(config.num_epochs if num_epochs is None else num_epochs)
+  workdir_lib.write_config(config, workdir)
+
+  step = guard(trainer.step, skip_nonfinite=bool(config.skip_nonfinite_updates),
+               skip_threshold=float(config.skip_threshold))
+  with_fixed = trainer.fixed_data is not None
+  epoch_fn = make_epoch(step, config.batch_size, mesh=mesh, with_fixed=with_fixed,
+                        stepwise=bool(config.debug_nans), options=trainer.compile_options)
+  data = parallel.replicate((trainer.data, trainer.fixed_data) if with_fixed else trainer.data, mesh)
+  state = parallel.replicate(trainer.state, mesh)
+
+  ckpt = checkpointing.Checkpointer(workdir / workdir_lib.LATEST_DIR, max_to_keep=config.keep_checkpoints)
   ckpt.clean_up_after_crash()
   start_epoch, restored = ckpt.restore_latest(state, set_aside_unreadable=True)
   if restored is not None:
     state = restored
     log.info("resuming %s from epoch %d (step %d)", workdir, start_epoch, int(state.step))
-  metrics_path = workdir / "metrics.jsonl"
-  train._truncate_metrics(metrics_path, start_epoch)
+  metrics_path = workdir / workdir_lib.METRICS
+  workdir_lib.truncate_metrics(metrics_path, start_epoch)
+  best_ckpt, best = None, math.inf
+  if trainer.best_metric is not None:
+    best_ckpt = checkpointing.Checkpointer(workdir / workdir_lib.BEST_DIR, max_to_keep=1)
+    best_ckpt.clean_up_after_crash()
+    for e in best_ckpt.epochs():
+      if e > start_epoch:  # written after the checkpoint we resume from: the rerun writes it again
+        best_ckpt.delete(e)
+    score = workdir_lib.best_score(metrics_path, best_ckpt.epochs(), f"val_{trainer.best_metric}")
+    best = math.inf if score is None else score
+
   last = {}
   epochs = range(start_epoch + 1, total_epochs + 1)
   bar = None
   if config.progress and len(epochs):
     from tqdm.auto import tqdm
     bar = tqdm(total=total_epochs, initial=start_epoch, desc="train", unit="epoch")
-  debug = contextlib.ExitStack()
-  debug.enter_context(train.debug_nans(bool(config.get("debug_nans", False))))
   try:
-    for epoch in epochs:
-      t0 = time.perf_counter()
-      state, train_row = train.run_epoch(epoch_fn, state, data, epoch, keys,
-                                         steps_per_epoch=steps_per_epoch, ckpt=ckpt)
-      seconds = time.perf_counter() - t0
-      row = {"epoch": epoch, "step": int(state.step), "seconds": seconds,
-             "examples_per_s": steps_per_epoch * config.batch_size / seconds,
-             "learning_rate": float(schedule(int(state.step) - 1))}
-      row.update(train_row)
-      if epoch % config.eval_every_epochs == 0 or epoch == total_epochs:
-        row.update({f"val_{k}": v for k, v in validate(state).items()})
-      train._append_jsonl(metrics_path, row)
-      last = row
-      if epoch % config.checkpoint_every_epochs == 0 or epoch == total_epochs:
-        ckpt.save(epoch, state)
-      if bar is not None:
-        bar.update(1)
-        bar.set_postfix({k: f"{row[k]:.3g}" for k in postfix if k in row})
+    with debug_nans(bool(config.debug_nans)):
+      for epoch in epochs:
+        t0 = time.perf_counter()
+        state, train_row = run_epoch(epoch_fn, state, data, epoch, trainer.keys,
+                                     steps_per_epoch=steps_per_epoch, ckpt=ckpt)
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch, "step": int(state.step), "seconds": seconds,
+               "examples_per_s": steps_per_epoch * config.batch_size / seconds,
+               "learning_rate": float(trainer.schedule(int(state.step) - 1))}
+        row.update(train_row)
+        if epoch % config.eval_every_epochs == 0 or epoch == total_epochs:
+          row.update({f"val_{k}": v for k, v in trainer.evaluate(state).items()})
+        workdir_lib.append_jsonl(metrics_path, row)
+        last = row
+        score = row.get(f"val_{trainer.best_metric}")
+        if best_ckpt is not None and score is not None and np.isfinite(score) and score < best:
+          best_ckpt.save(epoch, state)
+          best = score
+        if epoch % config.checkpoint_every_epochs == 0 or epoch == total_epochs:
+          ckpt.save(epoch, state)
+        if bar is not None:
+          bar.update(1)
+          bar.set_postfix({k.removeprefix("train_"): f"{row[k]:.4g}" for k in trainer.postfix if k in row})
   finally:
-    debug.close()
     if bar is not None:
       bar.close()
     ckpt.close()
+    if best_ckpt is not None:
+      best_ckpt.close()
+  if trainer.on_end is not None:
+    trainer.on_end(state)
   return state, last

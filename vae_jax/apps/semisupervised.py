@@ -1,9 +1,8 @@
 """Semi-supervised classification with deep generative models (Kingma, Rezende, Mohamed & Welling 2014).
 
-* M1: a VAE (``vae_jax.models.VAE``, trained on all images without labels);
-  its posterior means E[z | x] are the features of a classifier fitted to the
-  labelled subset. The paper uses a transductive SVM; we fit a multinomial
-  logistic regression with an L2 penalty (``fit_softmax_regression``).
+* M1 (``vae_jax.apps.m1``): a VAE trained on all images without labels; its
+  posterior means E[z | x] are the features of a classifier fitted to the
+  labelled subset.
 * M2: the label is a latent variable, observed for the labelled subset.
   p(y) = Cat(1/C), p(z) = N(0, I), p(x | y, z); inference networks
   q(z | x, y) = N(mu(x, y), diag(sigma^2(x, y))) and q(y | x) = Cat(pi(x)).
@@ -24,10 +23,8 @@ q(y | x) with those keys, exactly.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from pathlib import Path
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -36,13 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vae_jax import checkpointing
 from vae_jax import compilation
-from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import distributions as dist
 from vae_jax import models
-from vae_jax import train
+from vae_jax.train_state import TrainState, global_norm
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 ACTIVATIONS = tuple(a for a in models.ACTIVATIONS if a != models.GATED)
@@ -293,16 +288,17 @@ def objective_weights(objective: str, alpha_scale: float, num_train: int,
   raise ValueError(f"objective {objective!r}: choose one of {OBJECTIVES}")
 
 
-def m2_step(state: train.TrainState, batch, key: jax.Array, *, model: M2, kind: str,
+def m2_step(state: TrainState, batch, key: jax.Array, *, model: M2, kind: str,
             weights: tuple[float, float], labelled_batch_size: int):
   """One optimizer step: unlabelled batch + a labelled batch drawn (with replacement) from the subset.
 
-  ``batch`` = (unlabelled raw [B, ...], labelled raw [N_l, ...], labels [N_l]).
+  ``batch`` = (unlabelled raw [B, ...], (labelled raw [N_l, ...], labels [N_l])): the loop's
+  batch of the unlabelled set with the whole labelled subset (``loop.Trainer.fixed_data``).
   loss = mean_u U(x) + w_l * mean_l L(x, y) + w_c * mean_l -log q(y | x), (w_l, w_c) = ``weights``
   (``objective_weights``).
   Returns (state, metrics) with batch means and the labelled-batch accuracy.
   """
-  raw_u, raw_l, labels = batch
+  raw_u, (raw_l, labels) = batch
   pick_key, in_u_key, in_l_key, loss_key = jax.random.split(key, 4)
   idx = jax.random.randint(pick_key, (labelled_batch_size,), 0, labels.shape[0])
   x_l, y_l = to_input(data_lib.take_rows(raw_l, idx), in_l_key, kind), labels[idx]
@@ -320,33 +316,7 @@ def m2_step(state: train.TrainState, batch, key: jax.Array, *, model: M2, kind: 
                       labelled_accuracy=jnp.mean(jnp.argmax(logits, -1) == y_l))
 
   (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-  return state.apply_gradients(grads), dict(loss=loss, grad_norm=optax.tree.norm(grads), **aux)
-
-
-def make_m2_epoch(model: M2, *, kind: str, weights: tuple[float, float], batch_size: int,
-                  labelled_batch_size: int) -> Callable:
-  """A jitted ``epoch(state, data, epoch, train_key, data_key) -> (state, metrics [num_batches])``.
-
-  ``data`` = (unlabelled [N, ...], labelled [N_l, ...], labels [N_l]) on the
-  device; the epoch is one ``lax.scan`` over a permutation of the unlabelled
-  set from ``fold_in(data_key, epoch)``, the step key ``fold_in(train_key,
-  step)`` (resumable with no saved key); the state is donated.
-  """
-  step = functools.partial(m2_step, model=model, kind=kind, weights=tuple(weights),
-                           labelled_batch_size=labelled_batch_size)
-
-  def epoch_fn(state, data, epoch, train_key, data_key):
-    unlabelled, labelled, labels = data
-    batches = data_lib.epoch_batch_indices(jax.random.fold_in(data_key, epoch),
-                                           unlabelled.shape[0], batch_size)
-
-    def body(state, idx):
-      batch = (data_lib.take_rows(unlabelled, idx), labelled, labels)
-      return step(state, batch, jax.random.fold_in(train_key, state.step))
-
-    return jax.lax.scan(body, state, batches)
-
-  return compilation.jit(epoch_fn, donate_argnums=(0,))
+  return state.apply_gradients(grads), dict(loss=loss, grad_norm=global_norm(grads), **aux)
 
 
 @functools.partial(compilation.jit, static_argnames=("model", "kind"))
@@ -367,109 +337,3 @@ def predict(model: M2, params, inputs, *, kind: str, batch_size: int = 1000) -> 
 def error_rate(predictions, labels) -> float:
   """Fraction of wrong predictions."""
   return float(np.mean(np.asarray(predictions) != np.asarray(labels)))
-
-
-# -- M1 --------------------------------------------------------------------------
-
-@functools.partial(compilation.jit, static_argnames=("vae", "with_logvar"))
-def _posterior_batch(params, raw, *, vae: models.VAE, with_logvar: bool) -> jax.Array:
-  mean, logvar = vae.apply({"params": params}, raw.astype(jnp.float32) / 255.0, method=vae.encode)
-  return jnp.stack([mean, logvar], axis=1) if with_logvar else mean
-
-
-def posterior_means(vae: models.VAE, params, images: np.ndarray, *, batch_size: int = 1000,
-                    with_logvar: bool = False) -> np.ndarray:
-  """M1 features: the mean of q(z | x) at the grey-level image x/255, [N, D] (or [N, 2, D]
-  with the log-variance, for M1+M2 with sampled features)."""
-  out = [np.asarray(_posterior_batch(params, jnp.asarray(images[i:i + batch_size]), vae=vae,
-                                     with_logvar=with_logvar))
-         for i in range(0, len(images), batch_size)]
-  return np.concatenate(out)
-
-
-def active_dims(means, threshold: float) -> np.ndarray:
-  """Indices of the latent dimensions whose posterior mean varies over the data (std > threshold).
-
-  A collapsed unit has E[z | x] = 0 and q(z | x) = N(0, 1) for every x: as a
-  feature it is constant (means) or pure noise (draws). Kingma's M1+M2 code
-  keeps the dimensions with std > 0.1. ``threshold`` 0 keeps all of them.
-  """
-  means = np.asarray(means)
-  if means.ndim != 2:
-    raise DataError(f"posterior means have shape {means.shape}; expected [N, D]")
-  if threshold <= 0:
-    return np.arange(means.shape[1])
-  keep = np.flatnonzero(means.std(axis=0) > threshold)
-  if keep.size == 0:
-    raise DataError(f"no latent dimension of the M1 VAE has a posterior-mean std above {threshold} "
-                    f"(largest: {means.std(axis=0).max():.3g}): its posterior has collapsed; train "
-                    "it longer or lower m1_active_threshold")
-  return keep
-
-
-@dataclasses.dataclass(frozen=True)
-class SoftmaxRegression:
-  """A fitted multinomial logistic regression on standardized features."""
-  weights: np.ndarray  # [D, C]
-  bias: np.ndarray  # [C]
-  shift: np.ndarray  # [D]
-  scale: np.ndarray  # [D]
-
-  def predict(self, features) -> np.ndarray:
-    z = (np.asarray(features) - self.shift) / self.scale
-    return np.argmax(z @ self.weights + self.bias, axis=-1)
-
-
-def fit_softmax_regression(features, labels, num_classes: int, *, l2: float = 1e-2,
-                           steps: int = 2000, learning_rate: float = 0.05) -> SoftmaxRegression:
-  """The M1 classifier: argmin_W,b mean -log softmax(W^T z + b)_y + l2 * ||W||^2 on standardized z.
-
-  Full-batch Adam for ``steps`` steps in one ``lax.scan`` from zero weights
-  (the objective is convex, so the result is deterministic and needs no key).
-  """
-  features = np.asarray(features, np.float32)
-  labels = data_lib.check_labels(labels, num_classes)
-  if features.ndim != 2 or features.shape[0] != labels.shape[0]:
-    raise DataError(f"features have shape {features.shape}; expected [{labels.shape[0]}, D] "
-                    "(one row per label)")
-  shift, scale = features.mean(0), features.std(0) + 1e-6
-  z = jnp.asarray((features - shift) / scale)
-  y = jnp.asarray(labels)
-  params = (jnp.zeros((z.shape[1], num_classes)), jnp.zeros((num_classes,)))
-  tx = optax.adam(learning_rate)
-
-  def objective(p):
-    w, b = p
-    ce = optax.softmax_cross_entropy_with_integer_labels(z @ w + b, y)
-    return jnp.mean(ce) + l2 * jnp.sum(jnp.square(w))
-
-  @jax.jit
-  def run(params):
-    def body(carry, _):
-      p, s = carry
-      g = jax.grad(objective)(p)
-      u, s = tx.update(g, s, p)
-      return (optax.apply_updates(p, u), s), None
-    (p, _), _ = jax.lax.scan(body, (params, tx.init(params)), None, length=steps)
-    return p
-
-  w, b = run(params)
-  return SoftmaxRegression(np.asarray(w), np.asarray(b), shift, scale)
-
-
-def restore_vae(workdir) -> tuple[models.VAE, dict, object, int]:
-  """(model, params, config, epoch) of the newest checkpoint of a VAE training workdir (M1)."""
-  workdir = Path(workdir)
-  config = train.load_config(workdir)
-  model = config_lib.make_model(config)
-  tx = config_lib.make_optimizer(config.optimizer, config_lib.make_schedule(config.optimizer, 1, 1))
-  template = train.create_train_state(model, jax.random.key(0), tx)
-  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
-  try:
-    epoch, state = ckpt.restore_latest(template)
-  finally:
-    ckpt.close()
-  if state is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train the M1 VAE first "
-                            "(experiments/configs/semisupervised/m1_vae.py)")
-  return model, state.params, config, epoch

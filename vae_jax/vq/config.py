@@ -8,125 +8,78 @@ the field, its value and what is allowed. Configs are shaped like
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
-from vae_jax import config as config_lib
 from vae_jax import data as data_lib
+from vae_jax import schema
 from vae_jax.vq import pixelcnn
 from vae_jax.vq import vqvae
 
-ConfigError = config_lib.ConfigError
-_c = config_lib  # the field types (Int, Float, Bool, Str, Choice) and the error format are the core's
-
-_TRAINING_FIELDS = {
-    "seed": _c.Int(0, _c.MAX_SEED),
-    "optimizer.name": _c.Choice(("adam", "adamw", "sgd")),
-    "optimizer.learning_rate": _c.Float(0.0, 10.0, lo_open=True),
-    "optimizer.b1": _c.Float(0.0, 1.0, hi_open=True),
-    "optimizer.b2": _c.Float(0.0, 1.0, hi_open=True),
-    "optimizer.eps": _c.Float(0.0, 1.0, lo_open=True),
-    "optimizer.weight_decay": _c.Float(0.0, 1e3),
-    "optimizer.grad_clip_norm": _c.Float(0.0, 1e12),
-    "optimizer.schedule": _c.Choice(("constant", "cosine")),
-    "batch_size": _c.Int(1),
-    "num_epochs": _c.Int(1),
-    "eval_every_epochs": _c.Int(1),
-    "checkpoint_every_epochs": _c.Int(1),
-    "keep_checkpoints": _c.Int(1, 1000),
-    "progress": _c.Bool(),
-    "eval.batch_size": _c.Int(1),
-}
-
-# Non-finite handling of the VQ-VAE and prior trainers (see README, Reliability): as the core config.
-_NONFINITE_FIELDS = {
-    "skip_nonfinite_updates": _c.Bool(),
-    "skip_threshold": _c.Float(0.0, 1e30),
-    "debug_nans": _c.Bool(),
-}
+ConfigError = schema.ConfigError
+_S = schema
+_fail = schema.fail
 
 # Every field of experiments/configs/vq/vqvae_mnist.py; unknown and missing fields are refused.
 VQVAE_FIELDS = {
-    "data.name": _c.Choice(tuple(data_lib.DATASETS)),
-    "data.mode": _c.Choice(data_lib.MODES),
-    "data.data_dir": _c.Str(),
-    "data.download": _c.Bool(),
-    "data.binarize_seed": _c.Int(0, _c.MAX_SEED),
-    "model.name": _c.Choice(("vqvae",)),
-    "model.num_codes": _c.Int(2, _c.MAX_WIDTH),
-    "model.code_dim": _c.Int(1, _c.MAX_WIDTH),
-    "model.hidden": _c.Int(1, _c.MAX_WIDTH),
-    "model.residual_hidden": _c.Int(1, _c.MAX_WIDTH),
-    "model.num_residual_blocks": _c.Int(0, 64),
-    "model.num_downsamples": _c.Int(1, 6),
-    "model.likelihood": _c.Choice(vqvae.LIKELIHOODS),
-    "model.ar_layers": _c.Int(0, 64),
-    "model.ar_features": _c.Int(1, _c.MAX_WIDTH),
-    "model.ar_kernel_size": _c.Int(1, 63),
-    "vq.beta": _c.Float(0.0, 1e6),
-    "vq.ema": _c.Bool(),
-    "vq.decay": _c.Float(0.0, 1.0, hi_open=True),
-    "vq.epsilon": _c.Float(0.0, 1.0, lo_open=True),
-    "vq.restart": _c.Bool(),
-    "vq.dead_threshold": _c.Float(0.0, 1e9),
-    **_TRAINING_FIELDS,
-    **_NONFINITE_FIELDS,
+    "data.name": _S.Choice(tuple(data_lib.DATASETS)),
+    "data.mode": _S.Choice(data_lib.MODES),
+    "data.data_dir": _S.Str(resumable=True),
+    "data.download": _S.Bool(resumable=True),
+    "data.binarize_seed": _S.Int(0, _S.MAX_SEED),
+    "model.name": _S.Choice(("vqvae",)),
+    "model.num_codes": _S.Int(2, _S.MAX_WIDTH),
+    "model.code_dim": _S.Int(1, _S.MAX_WIDTH),
+    "model.hidden": _S.Int(1, _S.MAX_WIDTH),
+    "model.residual_hidden": _S.Int(1, _S.MAX_WIDTH),
+    "model.num_residual_blocks": _S.Int(0, 64),
+    "model.num_downsamples": _S.Int(1, 6),
+    "model.likelihood": _S.Choice(vqvae.LIKELIHOODS),
+    "model.ar_layers": _S.Int(0, 64, old=0),
+    "model.ar_features": _S.Int(1, _S.MAX_WIDTH, old=16),
+    "model.ar_kernel_size": _S.Int(1, 63, old=3),
+    "vq.beta": _S.Float(0.0, 1e6),
+    "vq.ema": _S.Bool(),
+    "vq.decay": _S.Float(0.0, 1.0, hi_open=True),
+    "vq.epsilon": _S.Float(0.0, 1.0, lo_open=True),
+    "vq.restart": _S.Bool(),
+    "vq.dead_threshold": _S.Float(0.0, 1e9),
+    **_S.training_fields(),
 }
-
-# Fields added after VQ-VAE workdirs were first written, with the value that reproduces the old runs.
-VQVAE_ADDED_FIELDS = {"model.ar_layers": 0, "model.ar_features": 16, "model.ar_kernel_size": 3}
 
 # Every field of experiments/configs/vq/prior_mnist.py.
 PRIOR_FIELDS = {
-    "vqvae_workdir": _c.Str(),
-    "model.name": _c.Choice(("gated_pixelcnn",)),
-    "model.features": _c.Int(1, _c.MAX_WIDTH),
-    "model.num_layers": _c.Int(1, 256),
-    "model.kernel_size": _c.Int(1, 63),
-    "model.output_features": _c.Int(1, _c.MAX_WIDTH),
-    "model.num_classes": _c.Int(0, _c.MAX_WIDTH),
-    **_TRAINING_FIELDS,
-    **_NONFINITE_FIELDS,
+    "vqvae_workdir": _S.Str(),
+    "model.name": _S.Choice(("gated_pixelcnn",)),
+    "model.features": _S.Int(1, _S.MAX_WIDTH),
+    "model.num_layers": _S.Int(1, 256),
+    "model.kernel_size": _S.Int(1, 63),
+    "model.output_features": _S.Int(1, _S.MAX_WIDTH),
+    "model.num_classes": _S.Int(0, _S.MAX_WIDTH),
+    **_S.training_fields(),
 }
-
-
-def _check_fields(config, fields: dict, example: str) -> dict:
-  """Every field present, none unknown, each of its type and range; returns {name: value}."""
-  if not hasattr(config, "items"):
-    raise ConfigError(f"config={config!r} is invalid: expected an ml_collections.ConfigDict (see {example})")
-  values = dict(_c._leaves(config))
-  for name in values:
-    if name not in fields:
-      close = difflib.get_close_matches(name, fields, n=1)
-      raise ConfigError(f"config.{name} is not a known field"
-                        + (f"; did you mean config.{close[0]}?" if close else "") + f" (see {example})")
-  for name, spec in fields.items():
-    if name not in values:
-      raise ConfigError(f"config.{name} is missing; every field of {example} must be present")
-    problem = spec.problem(values[name])
-    if problem:
-      _c._fail(name, values[name], problem)
-  return values
 
 
 def validate_vqvae(config) -> None:
   """Raises ConfigError on the first invalid field or combination of a VQ-VAE config."""
-  v = _check_fields(config, VQVAE_FIELDS, "experiments/configs/vq/vqvae_mnist.py")
+  VQVAE_SCHEMA.validate(config)
+
+
+def _vqvae_combinations(v: dict) -> None:
   spec = data_lib.DATASETS[v["data.name"]]
   mode, likelihood = v["data.mode"], v["model.likelihood"]
   if spec.is_binary and mode != "static":
-    _c._fail("data.mode", mode, f"{v['data.name']} is binary already: use 'static'")
+    _fail("data.mode", mode, f"{v['data.name']} is binary already: use 'static'")
   h, w, _ = spec.image_shape
   scale = 2 ** v["model.num_downsamples"]
   if h % scale or w % scale:
-    _c._fail("model.num_downsamples", v["model.num_downsamples"],
+    _fail("model.num_downsamples", v["model.num_downsamples"],
              f"{v['model.num_downsamples']} stride-2 layers need image sides divisible by {scale} "
              f"(images are {h}x{w})")
   if likelihood == "bernoulli" and mode == "grey":
-    _c._fail("model.likelihood", likelihood, "grey-level data needs 'categorical' or 'logistic' "
+    _fail("model.likelihood", likelihood, "grey-level data needs 'categorical' or 'logistic' "
              "(or set data.mode to 'static' or 'dynamic')")
   if likelihood != "bernoulli" and mode != "grey":
-    _c._fail("model.likelihood", likelihood, f"8-bit likelihoods model grey levels: set "
+    _fail("model.likelihood", likelihood, f"8-bit likelihoods model grey levels: set "
              f"data.mode='grey' (not {mode!r}) or use 'bernoulli'")
   try:
     vqvae.check_autoregressive(v["model.ar_layers"], v["model.ar_kernel_size"], likelihood, spec.image_shape)
@@ -140,13 +93,20 @@ def validate_prior(config, *, check_workdir: bool = True) -> None:
   With ``check_workdir`` the VQ-VAE workdir must exist (a config file on its
   own names none).
   """
-  v = _check_fields(config, PRIOR_FIELDS, "experiments/configs/vq/prior_mnist.py")
+  v = PRIOR_SCHEMA.validate(config)
   workdir = v["vqvae_workdir"]
   if check_workdir and (not workdir or not (Path(workdir) / "config.json").exists()):
-    _c._fail("vqvae_workdir", workdir, "a trained VQ-VAE workdir (one holding config.json "
+    _fail("vqvae_workdir", workdir, "a trained VQ-VAE workdir (one holding config.json "
              "and checkpoints/), e.g. --config.vqvae_workdir=runs/vqvae_mnist")
+
+
+def _prior_combinations(v: dict) -> None:
   if v["model.kernel_size"] % 2 == 0:
-    _c._fail("model.kernel_size", v["model.kernel_size"], "expected an odd size")
+    _fail("model.kernel_size", v["model.kernel_size"], "expected an odd size")
+
+
+VQVAE_SCHEMA = schema.Schema(VQVAE_FIELDS, "experiments/configs/vq/vqvae_mnist.py", _vqvae_combinations)
+PRIOR_SCHEMA = schema.Schema(PRIOR_FIELDS, "experiments/configs/vq/prior_mnist.py", _prior_combinations)
 
 
 def make_vqvae(config) -> vqvae.VQVAE:
