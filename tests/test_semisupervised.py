@@ -238,9 +238,10 @@ def test_warm_restarts_repeat_the_cosine_cycle_and_its_first_cycle_is_the_plain_
 
   model = ssl.M2(input_shape=(4,), num_classes=3, hidden_sizes=(8,), latent_dim=2, likelihood="gaussian")
   x, y = _clusters(jax.random.key(0), 600)
-  data = (jnp.asarray(x), jnp.asarray(x[:6]), jnp.asarray(y[:6]))
-  epoch = ssl.make_m2_epoch(model, kind="mean", weights=ssl.objective_weights("paper", 0.1, 600, 6),
-                            batch_size=50, labelled_batch_size=6)
+  data = (jnp.asarray(x), (jnp.asarray(x[:6]), jnp.asarray(y[:6])))
+  epoch = loop.make_epoch(functools.partial(ssl.m2_step, model=model, kind="mean", labelled_batch_size=6,
+                                            weights=ssl.objective_weights("paper", 0.1, 600, 6)),
+                          50, with_fixed=True)
   keys = train.RunKeys.from_seed(0)
 
   def run(schedule, epochs):

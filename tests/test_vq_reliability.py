@@ -397,9 +397,9 @@ def test_random_invalid_vq_configs_get_one_named_error_before_any_compute(tmp_pa
   def no_work(*a, **k):
     raise AssertionError("work was done for an invalid config")
 
-  monkeypatch.setattr(train, "load_datasets", no_work)
+  monkeypatch.setattr(data_lib, "load_split", no_work)
   monkeypatch.setattr(vq_config, "make_vqvae", no_work)
-  monkeypatch.setattr(vq_evaluate, "load_vqvae", no_work)
+  monkeypatch.setattr(vq_workdirs, "load_vqvae", no_work)
   vq_dir = tmp_path / "vq"
   vq_dir.mkdir()
   (vq_dir / "config.json").write_text("{}")

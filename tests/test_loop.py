@@ -1,0 +1,169 @@
+"""The one training loop, through every trainer: the VAE, the VQ-VAE, the PixelCNN prior and M2.
+
+Each trainer runs tiny on synthetic data and must pass the same checks: a
+resumed run ends bit for bit where the uninterrupted one ends, a non-finite
+loss stops the run naming the step and the checkpoint kept (or, in skip mode,
+is skipped and counted), and 1 and 4 (forced host) devices train the same model.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs.semisupervised import m2 as m2_config
+from tests import test_config as tc
+from tests import test_train
+from tests import test_vqvae
+from vae_jax import checkpointing
+from vae_jax import data as data_lib
+from vae_jax import loop
+from vae_jax import train_state
+from vae_jax import workdir as workdir_lib
+from vae_jax.apps import ssl_train
+from vae_jax.vq import train as vq_train
+from vae_jax.vq import train_prior as vq_prior
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINERS = ("vae", "vqvae", "prior", "m2")
+STEPS_PER_EPOCH = 4  # every trainer below: 64 training examples in batches of 16
+
+
+def _labelled(n=64, seed=0):
+  """Binary 28x28 images of 10 prototypes with their labels (train, validation and test)."""
+  rng = np.random.default_rng(seed)
+  protos = rng.uniform(0.05, 0.95, (10, 28, 28, 1))
+  labels = np.arange(n) % 10
+  images = (rng.uniform(size=(n, 28, 28, 1)) < protos[labels]).astype(np.uint8) * 255
+  split = data_lib.Split(images, labels.astype(np.int32))
+  return {"train": split, "validation": split, "test": split}
+
+
+def tiny(kind: str, vq_workdir: Path | None = None, **overrides):
+  """(config, run) of the trainer ``kind`` at its smallest; ``run(config, workdir)`` trains."""
+  common = {"batch_size": 16, "num_epochs": 3, "eval_every_epochs": 1, "checkpoint_every_epochs": 1,
+            "keep_checkpoints": 5, "progress": False, **overrides}
+  data = test_vqvae.synthetic(n=64)
+  if kind == "vae":
+    cfg = test_train.tiny_config(**common)
+    return cfg, lambda c, w: test_train.train.train_and_evaluate(c, w, datasets=data)
+  if kind == "vqvae":
+    cfg = test_vqvae.tiny_vq_config(**{"eval.batch_size": 16, **common})
+    return cfg, lambda c, w: vq_train.train_and_evaluate(c, w, datasets=data)
+  if kind == "prior":
+    cfg = test_vqvae.tiny_prior_config(vq_workdir, **{"eval.batch_size": 16, **common})
+    return cfg, lambda c, w: vq_prior.train_prior(c, w, datasets=data)
+  cfg = tc.override(m2_config.get_config(), {
+      "m2.hidden_sizes": (8,), "m2.latent_dim": 2, "m2.labelled_batch_size": 4, "num_labelled": 10,
+      "eval.batch_size": 16, "optimizer.schedule": "constant", **common})
+  splits = _labelled()
+  return cfg, lambda c, w: ssl_train.run(c, w, splits=splits)
+
+
+def run(kind, workdir, vq_workdir=None, **overrides):
+  cfg, fn = tiny(kind, vq_workdir, **overrides)
+  fn(cfg, workdir)
+  return workdir_lib.read_metrics(workdir)
+
+
+def latest_params(workdir):
+  """The parameters of the newest checkpoint, read back raw (no template)."""
+  ckpt = checkpointing.Checkpointer(Path(workdir) / "checkpoints")
+  try:
+    epoch = max(ckpt.epochs())
+    tree = ckpt._manager.restore(epoch)
+  finally:
+    ckpt.close()
+  return epoch, jax.tree.map(np.asarray, tree["params"])
+
+
+def without_timing(rows):
+  return [{k: v for k, v in r.items() if k not in ("seconds", "examples_per_s")} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def vq_workdir(tmp_path_factory):
+  """A trained tiny VQ-VAE: the prior trainer's codes come from it."""
+  workdir = tmp_path_factory.mktemp("vq")
+  run("vqvae", workdir, num_epochs=1)
+  return workdir
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast_rng(fast_compiling_rng):
+  yield
+
+
+@pytest.mark.parametrize("kind", TRAINERS)
+def test_a_resumed_run_ends_identical_to_an_uninterrupted_one(kind, tmp_path, vq_workdir):
+  full = run(kind, tmp_path / "full", vq_workdir)
+  run(kind, tmp_path / "resumed", vq_workdir, num_epochs=2)  # stopped after epoch 2 ...
+  resumed = run(kind, tmp_path / "resumed", vq_workdir)       # ... and resumed to epoch 3
+  assert [r["epoch"] for r in resumed] == [1, 2, 3]
+  assert without_timing(resumed) == without_timing(full)
+  (e_full, p_full), (e_res, p_res) = latest_params(tmp_path / "full"), latest_params(tmp_path / "resumed")
+  assert e_full == e_res == 3
+  jax.tree.map(np.testing.assert_array_equal, p_full, p_res)
+  assert checkpointing.Checkpointer(tmp_path / "resumed" / workdir_lib.BEST_DIR).epochs()  # a best one kept
+
+
+def poison_from(step_index: int):
+  """A replacement for ``loop.guard`` whose steps report a NaN loss from ``step_index`` on."""
+  real = train_state.guard
+
+  def guard(step, **kw):
+    def poisoned(state, batch, key):
+      new, metrics = step(state, batch, key)
+      return new, dict(metrics, loss=jnp.where(state.step >= step_index, jnp.nan, metrics["loss"]))
+    return real(poisoned, **kw)
+  return guard
+
+
+@pytest.mark.parametrize("kind", TRAINERS)
+def test_a_non_finite_loss_stops_naming_the_step_or_is_skipped(kind, tmp_path, vq_workdir, monkeypatch):
+  monkeypatch.setattr(loop, "guard", poison_from(STEPS_PER_EPOCH + 1))  # epoch 2, batch 1
+  with pytest.raises(loop.NonFiniteError, match=r"non-finite loss at step 5 \(epoch 2, batch 1\).*the "
+                     r"newest good checkpoint \(epoch 1\) is kept"):
+    run(kind, tmp_path / "stop", vq_workdir)
+  assert checkpointing.Checkpointer(tmp_path / "stop" / "checkpoints").epochs() == [1]
+  assert [r["epoch"] for r in workdir_lib.read_metrics(tmp_path / "stop")] == [1]
+  # Skip mode: every update from step 5 on is skipped, so epoch 3 learns nothing and the run stops.
+  with pytest.raises(loop.NonFiniteError, match="all 4 updates of epoch 3 were skipped"):
+    run(kind, tmp_path / "skip", vq_workdir, skip_nonfinite_updates=True)
+  rows = workdir_lib.read_metrics(tmp_path / "skip")
+  assert [r["train_skipped_updates"] for r in rows] == [0, 3]
+  assert all(np.isfinite(r["train_loss"]) for r in rows)
+
+
+MULTI_DEVICE = textwrap.dedent("""
+    import sys, jax, numpy as np
+    jax.config.update("jax_threefry_partitionable", False)
+    assert jax.device_count() == 4, jax.devices()
+    from pathlib import Path
+    from tests import test_loop as t
+    root = Path(sys.argv[1])
+    t.run("vqvae", root / "vq", num_epochs=1)
+    for kind in t.TRAINERS:
+      rows = {n: t.run(kind, root / f"{kind}_{n}", root / "vq", num_devices=n, num_epochs=2) for n in (1, 4)}
+      params = {n: t.latest_params(root / f"{kind}_{n}")[1] for n in (1, 4)}
+      for a, b in zip(jax.tree.leaves(params[1]), jax.tree.leaves(params[4])):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+      np.testing.assert_allclose([r["train_loss"] for r in rows[1]], [r["train_loss"] for r in rows[4]],
+                                 rtol=1e-4)
+      print(kind, "OK", rows[4][-1]["train_loss"])
+""")
+
+
+def test_every_trainer_trains_the_same_model_on_one_and_four_devices(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+             PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE, str(tmp_path)], env=env, cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert [line.split()[:2] for line in proc.stdout.splitlines()] == [[k, "OK"] for k in TRAINERS]
