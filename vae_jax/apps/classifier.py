@@ -1,8 +1,10 @@
 """A small digit classifier (MLP) for judging images, e.g. imputed ones; and label matching.
 
 Pure functions: ``train_classifier(model, images, labels, key, ...)`` returns
-parameters; ``predict`` / ``accuracy`` take them. An epoch is one jitted
-``lax.scan`` over batches gathered on the device.
+parameters; ``predict`` / ``accuracy`` take them. An epoch is the training
+loop's (``loop.make_epoch``): one jitted ``lax.scan`` over batches gathered on
+the device. The classifier keeps no checkpoints: it trains in seconds and its
+parameters are saved whole (``save_params``).
 
 ``match_labels`` recovers the labels of the static binarized MNIST test split
 (Larochelle & Murray's, which TFDS ships without labels): each binary image is
@@ -24,6 +26,8 @@ import numpy as np
 import optax
 
 from vae_jax import data as data_lib
+from vae_jax import loop
+from vae_jax.train_state import TrainState, global_norm
 
 
 class LabelError(data_lib.DataError):
@@ -54,20 +58,13 @@ def cross_entropy(model: Classifier, params, x: jax.Array, label: jax.Array) -> 
   return optax.softmax_cross_entropy_with_integer_labels(logits, label)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tx", "batch_size"), donate_argnums=(1, 2))
-def _train_epoch(model, params, opt_state, images, labels, key, *, tx, batch_size):
-  idx = data_lib.epoch_batch_indices(key, images.shape[0], batch_size)
-
-  def step(carry, batch_idx):
-    params, opt_state = carry
-    x, y = data_lib.take_rows(images, batch_idx).astype(jnp.float32), labels[batch_idx]
-    loss, grads = jax.value_and_grad(
-        lambda p: jnp.mean(jax.vmap(functools.partial(cross_entropy, model, p))(x, y)))(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), loss
-
-  (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), idx)
-  return params, opt_state, jnp.mean(losses)
+def classifier_step(state: TrainState, batch, key: jax.Array, *, model: Classifier):
+  """One Adam step on the mean cross-entropy of a batch (images [B, H, W, C], labels [B])."""
+  images, labels = batch
+  x = images.astype(jnp.float32)
+  loss, grads = jax.value_and_grad(
+      lambda p: jnp.mean(jax.vmap(functools.partial(cross_entropy, model, p))(x, labels)))(state.params)
+  return state.apply_gradients(grads), dict(loss=loss, grad_norm=global_norm(grads))
 
 
 def train_classifier(model: Classifier, images, labels, key: jax.Array, *, num_epochs: int = 5,
@@ -82,17 +79,15 @@ def train_classifier(model: Classifier, images, labels, key: jax.Array, *, num_e
   if not 1 <= batch_size <= len(images):
     raise ValueError(f"batch_size={batch_size} must be in [1, {len(images)}] (the number of images)")
   init_key, data_key = jax.random.split(key)
-  params = init_params(model, init_key, images.shape[1:])
-  tx = optax.adam(learning_rate)
-  opt_state = tx.init(params)
-  images_dev, labels_dev = jnp.asarray(images), jnp.asarray(labels)
+  state = TrainState.create(init_params(model, init_key, images.shape[1:]), optax.adam(learning_rate))
+  # The loop's scan epoch (vae_jax.loop): batches from fold_in(data_key, epoch); the step needs no key.
+  epoch_fn = loop.make_epoch(jax.tree_util.Partial(classifier_step, model=model), batch_size)
+  data = (jnp.asarray(images), jnp.asarray(labels))
   losses = []
   for epoch in range(num_epochs):
-    params, opt_state, loss = _train_epoch(model, params, opt_state, images_dev, labels_dev,
-                                           jax.random.fold_in(data_key, epoch), tx=tx,
-                                           batch_size=batch_size)
-    losses.append(float(loss))
-  return params, losses
+    state, metrics = epoch_fn(state, data, epoch, data_key, data_key)
+    losses.append(float(jnp.mean(metrics["loss"])))
+  return state.params, losses
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
