@@ -1,6 +1,6 @@
 """Tomczak & Welling's (2018) two-level HVAE and convHVAE (Flax linen).
 
-Unlike ``models.VAE`` with two layers (Burda et al.'s bottom-up chain
+Unlike ``vae.VAE`` with two layers (Burda et al.'s bottom-up chain
 q(z_1|x) q(z_2|z_1)), the top layer here is inferred from x directly and the
 decoder sees both layers:
 
@@ -8,7 +8,7 @@ decoder sees both layers:
 
 So the VampPrior on z_2, (1/K) sum_k q(z_2 | u_k), is exactly a mixture of the
 encoder's posteriors at the pseudo-inputs. ``latent_dims`` is (D_1, D_2),
-bottom first as in ``models.VAE``; ``__call__`` returns the same per-sample
+bottom first as in ``vae.VAE``; ``__call__`` returns the same per-sample
 terms, so the ELBO / IWAE losses, the trainer and the evaluation are shared.
 
 Networks (``activation="gated"`` gives the paper's gated layers):
@@ -32,9 +32,10 @@ import jax.numpy as jnp
 
 from vae_jax import distributions as dist
 from vae_jax import layers
-from vae_jax import models
+from vae_jax.models import networks
+from vae_jax.models import vae
 
-LOGVAR_BOUNDS = models.LOGVAR_BOUNDS
+LOGVAR_BOUNDS = networks.LOGVAR_BOUNDS
 DECODER_CONV_LAYERS = 4
 CODE_CHANNELS = 6
 
@@ -56,7 +57,7 @@ class ConvStack(nn.Module):
     for i, (f, k, s) in enumerate(self.spec):
       conv = lambda n, f=f, k=k, s=s: layers.Conv(f, (k, k), strides=(s, s), padding="SAME", name=n,
                                                   implementation=self.implementation)
-      h = models.activate(self.activation, conv, h, f"conv_{i}", f"gate_{i}")
+      h = networks.activate(self.activation, conv, h, f"conv_{i}", f"gate_{i}")
     return h.reshape(lead + ((-1,) if self.flatten else h.shape[1:]))
 
 
@@ -67,10 +68,10 @@ def _encoder_spec(conv_features: Sequence[int], first_kernels: Sequence[int]):
   return tuple(spec) + ((CODE_CHANNELS, 3, 1),)
 
 
-class HVAE(models.VAE):
+class HVAE(vae.VAE):
   """Two stochastic layers with q(z_2|x) q(z_1|x,z_2) and p(x|z_1,z_2); see the module docstring.
 
-  The attributes are ``models.VAE``'s; ``latent_dims`` must have two entries.
+  The attributes are ``vae.VAE``'s; ``latent_dims`` must have two entries.
   """
   activation: str = "gated"
 
@@ -82,7 +83,7 @@ class HVAE(models.VAE):
     d1, d2 = self.latent_dims
     widths = tuple(self.hidden_sizes[0])
     act = self.activation
-    dense = lambda w: models.MLP((w,), act)
+    dense = lambda w: networks.MLP((w,), act)
     if self.network == "conv":
       self.q2_x = ConvStack(_encoder_spec(self.conv_features, (7, 5)), act, self.conv_implementation)
       self.q1_x = ConvStack(_encoder_spec(self.conv_features, ()), act, self.conv_implementation)
@@ -94,17 +95,17 @@ class HVAE(models.VAE):
                                 self.conv_implementation, flatten=False)
       self.px_out = layers.Conv(c, (1, 1), implementation=self.conv_implementation)
     else:
-      self.q2_x = models.MLP(widths, act)
+      self.q2_x = networks.MLP(widths, act)
       self.q1_x = dense(widths[-1])
       x_features = widths[-1]
       self.px_joint = dense(widths[-1])
       self.dec_out = nn.Dense(self.num_pixels)  # the name train.create_train_state sets the bias of
-    self.q2_head = models.GaussianHead(d2, LOGVAR_BOUNDS)
+    self.q2_head = networks.GaussianHead(d2, LOGVAR_BOUNDS)
     self.q1_z2 = dense(x_features)
     self.q1_joint = dense(widths[-1])
-    self.q1_head = models.GaussianHead(d1, LOGVAR_BOUNDS)
-    self.p1_trunk = models.MLP(tuple(self.hidden_sizes[1]), act)
-    self.p1_head = models.GaussianHead(d1, LOGVAR_BOUNDS)
+    self.q1_head = networks.GaussianHead(d1, LOGVAR_BOUNDS)
+    self.p1_trunk = networks.MLP(tuple(self.hidden_sizes[1]), act)
+    self.p1_head = networks.GaussianHead(d1, LOGVAR_BOUNDS)
     self.px_z1 = dense(widths[-1])
     self.px_z2 = dense(widths[-1])
     self._setup_likelihood_and_prior()

@@ -1,4 +1,4 @@
-"""Encoders, decoders and the Gaussian VAE (Flax linen).
+"""The Gaussian VAE (Flax linen), built from ``networks``, ``priors`` and ``likelihoods``.
 
 The VAE works on ONE example (no batch axis); the trainer lifts it over the
 batch with ``jax.vmap``. Latent samples carry a leading sample axis ``K`` and
@@ -11,10 +11,12 @@ the generative one p(z_L) p(z_{L-1}|z_L) ... p(x|z_1) (Burda et al. 2016).
 
 The prior p(z_L) is N(0, I) ("standard"), a learnable Gaussian mixture
 ("mog") or the VampPrior ("vamp", Tomczak & Welling 2018): the mixture of the
-encoder's posteriors at K learnable pseudo-inputs. Only the standard prior
+encoder's posteriors at K learnable pseudo-inputs; each is a class in
+``vae_jax.models.priors``, found by name in ``priors.PRIORS``, as the
+likelihood p(x | z_1) is in ``likelihoods.LIKELIHOODS``. Only the standard prior
 has a closed-form KL. ``kind="autoencoder"`` makes the code deterministic
 (z = the encoder's output, no prior, KL exactly 0): the non-generative
-baseline. Tomczak & Welling's two-level HVAE is ``vae_jax.hvae.HVAE``.
+baseline. Tomczak & Welling's two-level HVAE is ``vae_jax.models.hvae.HVAE``.
 
 ``num_classes > 0`` makes the VAE class-conditional (a CVAE, Sohn et al. 2015;
 Kingma et al. 2014): the one-hot label y enters q(z_1 | x, y) (appended to the
@@ -29,203 +31,18 @@ method then takes ``label`` (int, one per example); the unconditional model
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from vae_jax import distributions as dist
-from vae_jax import layers
+from vae_jax.models import likelihoods
+from vae_jax.models import networks
+from vae_jax.models import priors
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "tanh": jnp.tanh,
-    "relu": jax.nn.relu,
-    "elu": jax.nn.elu,
-    "softplus": jax.nn.softplus,
-    "gelu": jax.nn.gelu,
-    "silu": jax.nn.silu,
-    "linear": lambda h: h,  # for linear-Gaussian models with exact likelihoods
-    # Gated linear units, h = (W x + b) * sigmoid(V x + c) (Dauphin et al. 2017), as in
-    # Tomczak & Welling (2018): layers built with ``activate`` use two maps; the entry is the gate.
-    "gated": jax.nn.sigmoid,
-}
-GATED = "gated"
-LIKELIHOODS = ("bernoulli", "gaussian_fixed", "gaussian_shared", "gaussian_pixel")
-NETWORKS = ("mlp", "conv")
-# The dtype of the MLP networks' matmuls (``VAE.matmul_dtype``); parameters stay float32.
-MATMUL_DTYPES = ("float32", "bfloat16")
-PRIORS = ("standard", "mog", "vamp", "conditional")  # conditional: p(z | y), needs num_classes
-KINDS = ("vae", "hvae", "autoencoder")  # hvae: vae_jax.hvae.HVAE
-MIN_SIGMA = 1e-3
-# VampPrior pseudo-inputs start at N(0.05, 0.01^2) per pixel (Tomczak & Welling's default)
-# and enter the encoder clipped to [0, 1], the range of the data.
-PSEUDO_INPUT_MEAN, PSEUDO_INPUT_STD = 0.05, 0.01
-
-
-def activate(activation: str, make_layer: Callable[[str], nn.Module], h: jax.Array,
-             name: str, gate_name: str) -> jax.Array:
-  """activation(layer(h)), or layer(h) * sigmoid(gate(h)) for "gated".
-
-  ``make_layer(name)`` builds the (dense or convolutional) layer; the gated
-  form builds a second one named ``gate_name``.
-  """
-  if activation == GATED:
-    return make_layer(name)(h) * jax.nn.sigmoid(make_layer(gate_name)(h))
-  return ACTIVATIONS[activation](make_layer(name)(h))
-
-
-class MLP(nn.Module):
-  """Dense layers with an activation after each, over any leading axes.
-
-  ``dtype``: the computation dtype (``jnp.bfloat16`` for bf16 matmuls; parameters
-  stay float32); None computes in the inputs' and parameters' dtype.
-  """
-  features: Sequence[int]
-  activation: str = "tanh"
-  dtype: Any = None
-
-  @nn.compact
-  def __call__(self, h: jax.Array) -> jax.Array:
-    for i, width in enumerate(self.features):
-      h = activate(self.activation, lambda n, w=width: nn.Dense(w, name=n, dtype=self.dtype), h,
-                   f"dense_{i}", f"gate_{i}")
-    return h
-
-
-# Tomczak & Welling clip every Gaussian log-variance to this range (their Hardtanh).
-LOGVAR_BOUNDS = (-6.0, 2.0)
-
-
-class DenseParams(nn.Module):
-  """The parameters of ``nn.Dense(features)`` on inputs of width ``in_features``
-  (the same names, shapes and initial values), returned as (kernel, bias)."""
-  features: int
-
-  @nn.compact
-  def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
-    kernel = self.param("kernel", nn.linear.default_kernel_init, (in_features, self.features))
-    return kernel, self.param("bias", nn.initializers.zeros_init(), (self.features,))
-
-
-class GaussianHead(nn.Module):
-  """Dense map to the mean and log-variance of a diagonal Gaussian.
-
-  Two ``nn.Dense`` layers' parameters ("mean", "logvar") applied as one matmul
-  of the concatenated kernels: the same function and checkpoints, one small
-  matmul fewer each way through the network.
-  ``logvar_bounds`` (lo, hi) clips the log-variance (Tomczak & Welling clip to [-6, 2]).
-  ``dtype``: the matmul's dtype (``jnp.bfloat16`` for bf16); mean and log-variance
-  come out float32 either way.
-  """
-  features: int
-  logvar_bounds: tuple[float, float] | None = None
-  dtype: Any = None
-
-  @nn.compact
-  def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-    mean_kernel, mean_bias = DenseParams(self.features, name="mean")(h.shape[-1])
-    logvar_kernel, logvar_bias = DenseParams(self.features, name="logvar")(h.shape[-1])
-    kernel = jnp.concatenate([mean_kernel, logvar_kernel], axis=1)
-    if self.dtype is not None:
-      h, kernel = h.astype(self.dtype), kernel.astype(self.dtype)
-    out = (h @ kernel).astype(jnp.float32) + jnp.concatenate([mean_bias, logvar_bias])
-    mean, logvar = out[..., :self.features], out[..., self.features:]
-    if self.logvar_bounds is not None:
-      logvar = jnp.clip(logvar, *self.logvar_bounds)
-    return mean, logvar
-
-
-class CodeHead(nn.Module):
-  """Dense map to a deterministic code (the autoencoder's encoder output); no variance."""
-  features: int
-
-  @nn.compact
-  def __call__(self, h: jax.Array) -> tuple[jax.Array, None]:
-    return nn.Dense(self.features, name="mean")(h), None
-
-
-class MixturePrior(nn.Module):
-  """Learnable prior p(z) = sum_k softmax(logits)_k N(z; means_k, diag(exp(logvars_k))).
-
-  Means start at N(0, 1) draws (distinct components), log-variances at 0,
-  weights uniform. Calling it returns (log_weights [K], means [K, D], logvars [K, D]).
-  """
-  features: int
-  num_components: int
-
-  @nn.compact
-  def __call__(self) -> tuple[jax.Array, jax.Array, jax.Array]:
-    k, d = self.num_components, self.features
-    logits = self.param("logits", nn.initializers.zeros_init(), (k,))
-    means = self.param("means", nn.initializers.normal(1.0), (k, d))
-    logvars = self.param("logvars", nn.initializers.zeros_init(), (k, d))
-    return jax.nn.log_softmax(logits), means, logvars
-
-
-class ClassPrior(nn.Module):
-  """Learned per-class Gaussian p(z | y) = N(means[y], diag(exp(logvars[y]))), starting at N(0, I).
-
-  Called with a one-hot (or soft) label [..., C], returns (mean, logvar), each [..., D].
-  """
-  features: int
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, onehot: jax.Array) -> tuple[jax.Array, jax.Array]:
-    shape = (self.num_classes, self.features)
-    means = self.param("means", nn.initializers.zeros_init(), shape)
-    logvars = self.param("logvars", nn.initializers.zeros_init(), shape)
-    return onehot @ means, onehot @ logvars
-
-
-def pseudo_input_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-  """VampPrior pseudo-inputs at N(PSEUDO_INPUT_MEAN, PSEUDO_INPUT_STD^2) per pixel."""
-  return PSEUDO_INPUT_MEAN + PSEUDO_INPUT_STD * jax.random.normal(key, shape, dtype)
-
-
-class ConvEncoderTrunk(nn.Module):
-  """Stride-2 3x3 convolutions, then flatten: image [..., H, W, C] -> [..., F]."""
-  features: Sequence[int]
-  activation: str = "relu"
-  implementation: str = "auto"  # see vae_jax.layers
-
-  @nn.compact
-  def __call__(self, x: jax.Array, image_ndim: int = 3) -> jax.Array:
-    lead = x.shape[:-image_ndim]
-    h = x.reshape((-1,) + x.shape[-image_ndim:])
-    for i, f in enumerate(self.features):
-      conv = lambda n, f=f: layers.Conv(f, (3, 3), strides=(2, 2), padding="SAME", name=n,
-                                        implementation=self.implementation)
-      h = activate(self.activation, conv, h, f"conv_{i}", f"gate_{i}")
-    return h.reshape(lead + (-1,))
-
-
-class ConvDecoderTrunk(nn.Module):
-  """Dense to a coarse grid, then stride-2 transposed convolutions up to the image."""
-  features: Sequence[int]
-  image_shape: Sequence[int]
-  out_channels: int
-  activation: str = "relu"
-  implementation: str = "auto"  # see vae_jax.layers
-
-  @nn.compact
-  def __call__(self, z: jax.Array) -> jax.Array:
-    height, width, _ = self.image_shape
-    scale = 2 ** len(self.features)
-    base = (height // scale, width // scale)
-    lead = z.shape[:-1]
-    feats = tuple(reversed(self.features))
-    h = activate(self.activation, lambda n: nn.Dense(base[0] * base[1] * feats[0], name=n), z,
-                 "project", "project_gate")
-    h = h.reshape((-1,) + base + (feats[0],))
-    for i, f in enumerate(feats):
-      deconv = lambda n, f=f: layers.ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME", name=n,
-                                                   implementation=self.implementation)
-      h = activate(self.activation, deconv, h, f"deconv_{i}", f"deconv_gate_{i}")
-    h = layers.Conv(self.out_channels, (3, 3), padding="SAME", name="out",
-                    implementation=self.implementation)(h)
-    return h.reshape(lead + tuple(self.image_shape[:2]) + (self.out_channels,))
+KINDS = ("vae", "hvae", "autoencoder")  # hvae: vae_jax.models.hvae.HVAE
 
 
 class VAE(nn.Module):
@@ -241,21 +58,21 @@ class VAE(nn.Module):
     conv_features: channels of the stride-2 convolutions ("conv" only).
     conv_implementation: "auto" (patches + matmul on CPU, XLA's convolution
       elsewhere), "patches" or "xla"; see ``vae_jax.layers``.
-    likelihood: one of ``LIKELIHOODS``.
+    likelihood: a name in ``likelihoods.LIKELIHOODS``.
     fixed_log_sigma: log sigma of the "gaussian_fixed" likelihood.
     kind: "vae", or "autoencoder": z_1 = the encoder's output, deterministic
       (the sampling key is ignored), log p(z) = log q(z|x) = KL = 0 exactly;
       one stochastic layer only.
-    prior: p(z_L), one of ``PRIORS``: "standard" N(0, I), "mog" a learnable
+    prior: p(z_L), a name in ``priors.PRIORS``: "standard" N(0, I), "mog" a learnable
       mixture of ``num_components`` diagonal Gaussians, "vamp" the VampPrior
       (1/K) sum_k q(z_L | u_k) with K = ``num_components`` learnable
       pseudo-inputs u_k (param ``pseudo_inputs`` [K, H, W, C]), "conditional"
-      the per-class Gaussian p(z_L | y) (``ClassPrior``; needs ``num_classes``).
+      the per-class Gaussian p(z_L | y) (``priors.ClassPrior``; needs ``num_classes``).
     num_classes: 0 for an unconditional VAE, else the number of classes C of
       the labels y in [0, C) that condition encoder, decoder (and prior).
     clip_logvar: clip every Gaussian head's log-variance to ``LOGVAR_BOUNDS``
       ([-6, 2], Tomczak & Welling's Hardtanh); ``hvae.HVAE`` always does.
-    matmul_dtype: one of ``MATMUL_DTYPES``. "bfloat16" computes the MLP networks
+    matmul_dtype: one of ``networks.MATMUL_DTYPES``. "bfloat16" computes the MLP networks
       (dense layers, activations, Gaussian heads' matmuls) in bf16 from float32
       parameters; the heads' outputs and the decoder's output are cast to float32
       before sampling, densities and the likelihood. MLP networks only.
@@ -287,15 +104,16 @@ class VAE(nn.Module):
 
   @property
   def closed_form_kl(self) -> bool:
-    """Whether ``__call__`` returns the exact KL (one layer, N(0, I) prior; 0 for the autoencoder)."""
+    """Whether ``__call__`` returns the exact KL (one layer, a prior with ``closed_form_kl``; 0 for
+    the autoencoder)."""
     return self.deterministic or (len(self.latent_dims) == 1
-                                  and self.prior in ("standard", "conditional"))
+                                  and priors.get(self.prior).closed_form_kl)
 
   @property
   def compute_dtype(self):
     """None (float32) or jnp.bfloat16: the dtype of the MLP networks' computation."""
-    if self.matmul_dtype not in MATMUL_DTYPES:
-      raise ValueError(f"matmul_dtype={self.matmul_dtype!r}: choose one of {MATMUL_DTYPES}")
+    if self.matmul_dtype not in networks.MATMUL_DTYPES:
+      raise ValueError(f"matmul_dtype={self.matmul_dtype!r}: choose one of {networks.MATMUL_DTYPES}")
     if self.matmul_dtype == "float32":
       return None
     if self.network != "mlp":
@@ -306,42 +124,41 @@ class VAE(nn.Module):
     n_layers = len(self.latent_dims)
     dtype = self.compute_dtype
     if self.network == "conv":
-      self.enc_trunk0 = ConvEncoderTrunk(self.conv_features, self.activation,
-                                         self.conv_implementation)
-      self.dec_trunk0 = ConvDecoderTrunk(self.conv_features, tuple(self.image_shape),
-                                         self.image_shape[-1], self.activation,
-                                         self.conv_implementation)
+      self.enc_trunk0 = networks.ConvEncoderTrunk(self.conv_features, self.activation,
+                                                  self.conv_implementation)
+      self.dec_trunk0 = networks.ConvDecoderTrunk(self.conv_features, tuple(self.image_shape),
+                                                  self.image_shape[-1], self.activation,
+                                                  self.conv_implementation)
     else:
-      self.enc_trunk0 = MLP(tuple(self.hidden_sizes[0]), self.activation, dtype)
-      self.dec_trunk0 = MLP(tuple(reversed(self.hidden_sizes[0])), self.activation, dtype)
+      self.enc_trunk0 = networks.MLP(tuple(self.hidden_sizes[0]), self.activation, dtype)
+      self.dec_trunk0 = networks.MLP(tuple(reversed(self.hidden_sizes[0])), self.activation, dtype)
       self.dec_out = nn.Dense(self.num_pixels, dtype=dtype)
-    bounds = LOGVAR_BOUNDS if self.clip_logvar else None
-    self.enc_heads = ([CodeHead(self.latent_dims[0])] if self.deterministic
-                      else [GaussianHead(d, bounds, dtype) for d in self.latent_dims])
-    self.enc_trunks = [MLP(tuple(self.hidden_sizes[l]), self.activation, dtype)
+    bounds = networks.LOGVAR_BOUNDS if self.clip_logvar else None
+    self.enc_heads = ([networks.CodeHead(self.latent_dims[0])] if self.deterministic
+                      else [networks.GaussianHead(d, bounds, dtype) for d in self.latent_dims])
+    self.enc_trunks = [networks.MLP(tuple(self.hidden_sizes[l]), self.activation, dtype)
                        for l in range(1, n_layers)]
     # p(z_l | z_{l+1}) for l = 1 .. L-1 (index l-1).
-    self.dec_trunks = [MLP(tuple(reversed(self.hidden_sizes[l])), self.activation, dtype)
+    self.dec_trunks = [networks.MLP(tuple(reversed(self.hidden_sizes[l])), self.activation, dtype)
                        for l in range(1, n_layers)]
-    self.dec_heads = [GaussianHead(self.latent_dims[l - 1], bounds, dtype) for l in range(1, n_layers)]
+    self.dec_heads = [networks.GaussianHead(self.latent_dims[l - 1], bounds, dtype)
+                      for l in range(1, n_layers)]
     self._setup_likelihood_and_prior()
 
   def _setup_likelihood_and_prior(self):
-    """Parameters of the likelihood's sigma and of the prior (shared with ``hvae.HVAE``)."""
-    if self.prior == "mog":
-      self.mixture = MixturePrior(self.latent_dims[-1], self.num_components)
-    elif self.prior == "conditional":
-      if not self.num_classes:
-        raise ValueError("prior='conditional' is p(z | y): it needs num_classes > 0")
-      self.class_prior = ClassPrior(self.latent_dims[-1], self.num_classes)
-    elif self.prior == "vamp":
-      self.pseudo_inputs = self.param("pseudo_inputs", pseudo_input_init,
-                                      (self.num_components,) + tuple(self.image_shape))
-    if self.likelihood == "gaussian_shared":
-      self.sigma_raw = self.param("sigma_raw", nn.initializers.constant(0.5413), ())
-    elif self.likelihood == "gaussian_pixel":
-      self.sigma_raw = self.param("sigma_raw", nn.initializers.constant(0.5413),
-                                  tuple(self.image_shape))
+    """Parameters of the prior, then of the likelihood (shared with ``hvae.HVAE``).
+
+    The prior and the likelihood declare them under the names checkpoints have:
+    params["mixture"], ["class_prior"], ["pseudo_inputs"], ["sigma_raw"].
+    """
+    prior = priors.get(self.prior)
+    if prior.needs_labels and not self.num_classes:
+      raise ValueError(f"prior={self.prior!r} is p(z | y): it needs num_classes > 0")
+    if self.num_classes and not prior.allows_labels:
+      raise ValueError(f"prior={self.prior!r} takes no labels: it needs num_classes=0, "
+                       f"got {self.num_classes}")
+    prior.setup(self)
+    likelihoods.get(self.likelihood).setup(self)
 
   # -- pieces ---------------------------------------------------------------
   def with_label(self, h: jax.Array, label: jax.Array | None) -> jax.Array:
@@ -394,19 +211,16 @@ class VAE(nn.Module):
     return h.reshape(lead + tuple(self.image_shape))
 
   def log_sigma(self) -> jax.Array:
-    if self.likelihood == "gaussian_fixed":
-      return jnp.asarray(self.fixed_log_sigma, jnp.float32)
-    return jnp.log(MIN_SIGMA + jax.nn.softplus(self.sigma_raw))
+    """log sigma of a Gaussian likelihood (scalar, or [H, W, C] for "gaussian_pixel")."""
+    return likelihoods.get(self.likelihood).log_sigma(self)
 
   def log_likelihood(self, x: jax.Array, decoded: jax.Array) -> jax.Array:
     """log p(x | z_1) summed over pixels; decoded has leading sample axes."""
-    if self.likelihood == "bernoulli":
-      return dist.bernoulli_log_prob(x, decoded)
-    return dist.gaussian_likelihood_log_prob(x, decoded, self.log_sigma())
+    return likelihoods.get(self.likelihood).log_prob(self, x, decoded)
 
   def mean_image(self, decoded: jax.Array) -> jax.Array:
     """E[x | z_1] from the decoder output."""
-    return jax.nn.sigmoid(decoded) if self.likelihood == "bernoulli" else decoded
+    return likelihoods.get(self.likelihood).mean(self, decoded)
 
   # -- the prior on the top layer ---------------------------------------------
   def encode_top(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -421,34 +235,20 @@ class VAE(nn.Module):
     return mean, logvar
 
   def prior_components(self) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(log_weights [K], means [K, D_L], logvars [K, D_L]) of the mixture prior ("mog", "vamp")."""
-    if self.prior == "mog":
-      return self.mixture()
-    if self.prior == "vamp":
-      means, logvars = self.encode_top(jnp.clip(self.pseudo_inputs, 0.0, 1.0))
-      log_weights = jnp.full((self.num_components,), -math.log(self.num_components), means.dtype)
-      return log_weights, means, logvars
-    raise ValueError(f"prior={self.prior!r} is not a mixture; choose 'mog' or 'vamp'")
+    """(log_weights [K], means [K, D_L], logvars [K, D_L]) of a mixture prior ("mog", "vamp")."""
+    return priors.get(self.prior).components(self)
 
   def prior_gaussian(self, label: jax.Array, lead: tuple[int, ...] = ()) -> tuple[jax.Array, jax.Array]:
     """(mean, logvar) [*lead, D_L] of the class prior p(z_L | y) (``prior="conditional"``)."""
-    return self.class_prior(self.onehot(label, lead))
+    return priors.get(self.prior).gaussian(self, label, lead)
 
   def prior_log_prob(self, z: jax.Array, label: jax.Array | None = None) -> jax.Array:
     """log p(z_L[ | y]) for z [..., D_L] -> [...]."""
-    if self.prior == "standard":
-      return dist.standard_normal_log_prob(z)
-    if self.prior == "conditional":
-      return dist.gaussian_log_prob(z, *self.prior_gaussian(label, z.shape[:-1]))
-    return dist.mixture_gaussian_log_prob(z, *self.prior_components())
+    return priors.get(self.prior).log_prob(self, z, label)
 
   def prior_sample(self, key: jax.Array, num_samples: int, label: jax.Array | None = None) -> jax.Array:
     """z_L ~ p(z_L[ | y]), [num_samples, D_L]; ``label`` () or [num_samples]."""
-    if self.prior == "standard":
-      return jax.random.normal(key, (num_samples, self.latent_dims[-1]))
-    if self.prior == "conditional":
-      return dist.gaussian_sample(key, *self.prior_gaussian(label, (num_samples,)))
-    return dist.mixture_gaussian_sample(key, *self.prior_components(), (num_samples,))
+    return priors.get(self.prior).sample(self, key, num_samples, label)
 
   # -- what losses and evaluation use ----------------------------------------
   def __call__(self, x: jax.Array, key: jax.Array, num_samples: int = 1,
@@ -502,9 +302,7 @@ class VAE(nn.Module):
 
   def kl_to_prior(self, mean: jax.Array, logvar: jax.Array, label: jax.Array | None = None) -> jax.Array:
     """Closed-form KL(N(mean, exp(logvar)) || p(z_1[ | y])) for one layer: N(0, I) or the class prior."""
-    if self.prior == "conditional":
-      return dist.kl_gaussians(mean, logvar, *self.prior_gaussian(label, mean.shape[:-1]))
-    return dist.kl_gaussian_standard_normal(mean, logvar)
+    return priors.get(self.prior).kl(self, mean, logvar, label)
 
   def generate(self, key: jax.Array, num_samples: int, label: jax.Array | None = None) -> jax.Array:
     """Ancestral samples: z_L ~ p(z_L[ | y]), z_l ~ p(z_l | z_{l+1}); returns E[x | z_1[, y]].
