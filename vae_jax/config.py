@@ -144,12 +144,13 @@ def _validate_kind_and_prior(values: dict) -> None:
     if kind != "vae":
       _fail("model.num_classes", num_classes, f"class conditioning is built for model.kind='vae', "
             f"not {kind!r}: use 0")
-    if prior == "vamp":
-      _fail("model.num_classes", num_classes, "the VampPrior's pseudo-inputs have no labels: use "
-            "model.prior 'standard', 'mog' or 'conditional' with classes, or num_classes=0")
-  if prior == "conditional" and not num_classes:
+    if not models.PRIORS[prior].allows_labels:
+      with_labels = sorted(n for n, p in models.PRIORS.items() if p.allows_labels)
+      _fail("model.num_classes", num_classes, f"the {prior!r} prior takes no labels (the VampPrior's "
+            f"pseudo-inputs have none): use model.prior in {with_labels} with classes, or num_classes=0")
+  if models.PRIORS[prior].needs_labels and not num_classes:
     _fail("model.prior", prior, "p(z | y) needs labels: set model.num_classes to their number")
-  closed_form_prior = prior == "standard" or (prior == "conditional" and len(latent_dims) == 1)
+  closed_form_prior = models.PRIORS[prior].closed_form_kl  # for one layer; more are refused above
   if not closed_form_prior and loss_name == "elbo" and values["loss.analytic_kl"]:
     _fail("loss.analytic_kl", True, f"the closed-form KL needs the standard prior (or, for one "
           f"layer, the conditional prior), not {prior!r}; set it to False for a Monte Carlo KL")
