@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from experiments.configs.semisupervised import m2 as m2_config
@@ -77,7 +78,7 @@ def latest_params(workdir):
   ckpt = checkpointing.Checkpointer(Path(workdir) / "checkpoints")
   try:
     epoch = max(ckpt.epochs())
-    tree = ckpt._manager.restore(epoch)
+    tree = ckpt._manager.restore(epoch, args=ocp.args.StandardRestore())
   finally:
     ckpt.close()
   return epoch, jax.tree.map(np.asarray, tree["params"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from tests import test_train as tt
 from tests import test_vqvae as tv
@@ -39,7 +40,7 @@ def latest(workdir):
   ckpt = checkpointing.Checkpointer(Path(workdir) / "checkpoints")
   try:
     epoch = max(ckpt.epochs())
-    return epoch, jax.tree.map(np.asarray, ckpt._manager.restore(epoch))
+    return epoch, jax.tree.map(np.asarray, ckpt._manager.restore(epoch, args=ocp.args.StandardRestore()))
   finally:
     ckpt.close()
 

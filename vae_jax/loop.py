@@ -69,7 +69,8 @@ class Trainer:
       gets ``(batch, fixed_data)`` (M2's labelled subset).
     best_metric: the validation metric (a key of ``evaluate``'s result) that
       the checkpoint in ``best/`` minimizes; None keeps no best checkpoint.
-    on_end: ``state -> None``, run after the last epoch (figures).
+    on_end: ``state -> None``, run after the last epoch on the state fetched to
+      the host (figures).
     postfix: row names shown on the progress bar.
     compile_options: XLA options of the epoch (``vae_jax.compilation``).
   """
@@ -316,6 +317,6 @@ def fit(config, workdir: str | Path, trainer: Trainer, *, mesh: jax.sharding.Mes
     ckpt.close()
     if best_ckpt is not None:
       best_ckpt.close()
-  if trainer.on_end is not None:
-    trainer.on_end(state)
+  if trainer.on_end is not None:  # on the host: figures mix the state with arrays of other devices
+    trainer.on_end(jax.device_get(state))
   return state, last

@@ -53,7 +53,7 @@ def _restore(workdir: Path, config, template):
     ckpt.close()
   if state is None:
     raise CheckpointError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
-  return epoch, state
+  return epoch, jax.device_get(state)  # host arrays: usable with a state on any devices
 
 
 def _abstract(make_state):
