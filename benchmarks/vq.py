@@ -13,7 +13,7 @@ depend on their values) and synthetic binary images, so no trained workdir is
 needed.
 
 * train: examples/s of steady epochs of the library's own jitted epoch, as
-  ``vae_jax.vq_train`` runs it (``loop.make_epoch`` over ``vq_train.train_step``:
+  ``vae_jax.vq.train`` runs it (``loop.make_epoch`` over ``vq_train.train_step``:
   one ``lax.scan`` per epoch, donated state, EMA codebook update and restarts
   inside the step), against the same network, loss (-log p(x|z_q) +
   beta ||z_e - sg(e)||^2, straight-through, EMA codebook, restarts) and Adam

@@ -27,7 +27,7 @@
 # 2. **straight-through**: the gradient that crosses the (non-differentiable) lookup, and the two
 #    extra terms of the objective, checked with `jax.grad`;
 # 3. **codebook usage**: a small VQ-VAE trained on binarized MNIST with and without the EMA codebook
-#    (`vae_jax.vq_train`), its code histogram, perplexity and dead codes;
+#    (`vae_jax.vq.train`), its code histogram, perplexity and dead codes;
 # 4. **sampling from the prior**: a gated PixelCNN fitted to the code grids
 #    (`vq_prior.train_prior`), ancestral samples decoded to images, against codes drawn uniformly.
 #
@@ -349,7 +349,7 @@ plt.show()
 # The VQ-VAE is trained without a prior: during training the codes are implicitly uniform, and the
 # reconstruction term alone shapes them. Its generative model needs one: the second stage fits an
 # autoregressive **gated PixelCNN** to the code grids of the training images,
-# $p(z) = \prod_i p(z_i \mid z_{<i})$ in raster order (`vae_jax.pixelcnn`, trained by
+# $p(z) = \prod_i p(z_i \mid z_{<i})$ in raster order (`vae_jax.vq.pixelcnn`, trained by
 # `vq_prior.train_prior` on the codes of the VQ-VAE in a workdir). A sample is drawn one position at
 # a time (`pixelcnn.sample`: 49 network passes in one compiled `fori_loop`) and decoded to
 # $\mathbb E[x \mid z]$ (`vq_prior.sample_images`). Decoding codes drawn *uniformly* instead shows

@@ -4,7 +4,7 @@
     python -m experiments.evaluate --workdir runs/convhvae --num_importance_samples 5000
 
 Two stochastic layers of 40 units, q(z_2 | x) q(z_1 | x, z_2) and
-p(z_2) p(z_1 | z_2) p(x | z_1, z_2) (``vae_jax/hvae.py``): gated convolutions
+p(z_2) p(z_1 | z_2) p(x | z_1, z_2) (``vae_jax/models/hvae.py``): gated convolutions
 32, 32, 64, 64, 6 channels (strides 1, 2, 1, 2, 1) to 7 x 7 x 6 features for each
 encoder, 300-unit gated dense layers, a decoder that maps (z_1, z_2) to a 28 x 28
 map refined by four 3 x 3 gated convolutions of 64 channels; the VampPrior with

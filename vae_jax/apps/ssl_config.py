@@ -1,4 +1,4 @@
-"""Config checks for semi-supervised classification (``vae_jax.semisupervised``, M1 / M2 / M1+M2).
+"""Config checks for semi-supervised classification (``vae_jax.apps.semisupervised``, M1 / M2 / M1+M2).
 
 ``validate(config)`` runs before any data is read or anything is compiled and
 raises one ``ConfigError`` naming the field, its value and what is allowed.

@@ -7,7 +7,7 @@ q(z|x,y), q(y|x), p(x|y,z): one hidden layer of 500 softplus units each, 50
 latents, Bernoulli pixels. The labelled subset (``num_labelled`` images,
 balanced over the 10 classes) is drawn from ``seed``; all 50,000 training
 images are the unlabelled set. Published test error with 100 labels: 11.97%
-(+- 1.71). Every field here must be present (``vae_jax.ssl_config.validate``).
+(+- 1.71). Every field here must be present (``vae_jax.apps.ssl_config.validate``).
 """
 
 import ml_collections
