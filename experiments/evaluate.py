@@ -16,12 +16,11 @@ from pathlib import Path
 import jax
 from absl import app, flags
 
-from vae_jax import checkpointing
-from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import evaluate as eval_lib
 from vae_jax import parallel
 from vae_jax import train
+from vae_jax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A training workdir.", required=True)
@@ -40,19 +39,12 @@ def main(argv):
   logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
   logging.getLogger("vae_jax").setLevel(logging.INFO)
   workdir = Path(FLAGS.workdir)
-  config = train.load_config(workdir)
-  k = FLAGS.num_importance_samples or config.eval.num_importance_samples
-  if k < 1:
-    raise app.UsageError(f"--num_importance_samples={k} must be >= 1")
-  model = config_lib.make_model(config)
-  ckpt = checkpointing.Checkpointer(train.checkpoint_dir(workdir, FLAGS.checkpoint),
-                                    max_to_keep=config.keep_checkpoints)
-  template = train.create_train_state(model, jax.random.key(0), config_lib.make_optimizer(
-      config.optimizer, config_lib.make_schedule(config.optimizer, 1, 1)))
-  epoch, state = ckpt.restore_latest(template)
-  if state is None:
-    raise FileNotFoundError(f"no checkpoint in {train.checkpoint_dir(workdir, FLAGS.checkpoint)}: "
-                            "train first")
+  if FLAGS.num_importance_samples is not None and FLAGS.num_importance_samples < 1:
+    raise app.UsageError(f"--num_importance_samples={FLAGS.num_importance_samples} must be >= 1")
+  if FLAGS.batch_size is not None and FLAGS.batch_size < 1:
+    raise app.UsageError(f"--batch_size={FLAGS.batch_size} must be >= 1")
+  config, model, state, epoch = train.restore_state(workdir, FLAGS.checkpoint)
+  k = config.eval.num_importance_samples if FLAGS.num_importance_samples is None else FLAGS.num_importance_samples
   split = data_lib.load_split(config.data, FLAGS.split)
   images = split.images[: FLAGS.num_images or None]
   labels = None
@@ -75,4 +67,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -19,8 +19,12 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from vae_jax.apps import ssl_train
+from vae_jax.apps import ssl_config
+from vae_jax import cli
 
 FLAGS = flags.FLAGS
+if __name__ == "__main__":
+  cli.check_argv(ssl_config.SCHEMA)  # before the config flag reads the overrides
 config_flags.DEFINE_config_file("config", "experiments/configs/semisupervised/m2.py",
                                 "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.", required=True)
@@ -41,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

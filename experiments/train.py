@@ -11,8 +11,12 @@ from ml_collections import config_flags
 
 from vae_jax import parallel
 from vae_jax import train
+from vae_jax import config as config_lib
+from vae_jax import cli
 
 FLAGS = flags.FLAGS
+if __name__ == "__main__":
+  cli.check_argv(config_lib.SCHEMA)  # before the config flag reads the overrides
 config_flags.DEFINE_config_file("config", "experiments/configs/default.py", "Experiment config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.", required=True)
@@ -33,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

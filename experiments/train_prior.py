@@ -15,8 +15,12 @@ from ml_collections import config_flags
 
 from vae_jax.vq import train as vq_train
 from vae_jax.vq import train_prior as vq_prior
+from vae_jax.vq import config as vq_config
+from vae_jax import cli
 
 FLAGS = flags.FLAGS
+if __name__ == "__main__":
+  cli.check_argv(vq_config.PRIOR_SCHEMA)  # before the config flag reads the overrides
 config_flags.DEFINE_config_file("config", "experiments/configs/vq/prior_mnist.py", "Prior config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.", required=True)
@@ -32,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

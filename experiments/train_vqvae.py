@@ -10,8 +10,12 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from vae_jax.vq import train as vq_train
+from vae_jax.vq import config as vq_config
+from vae_jax import cli
 
 FLAGS = flags.FLAGS
+if __name__ == "__main__":
+  cli.check_argv(vq_config.VQVAE_SCHEMA)  # before the config flag reads the overrides
 config_flags.DEFINE_config_file("config", "experiments/configs/vq/vqvae_mnist.py", "VQ-VAE config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.", required=True)
@@ -27,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -148,3 +148,27 @@ def test_unknown_dataset_and_missing_data_dir_are_named(tmp_path):
 def test_bits_per_dim():
   assert data_lib.bits_per_dim(784 * np.log(2.0), 784, "static") == pytest.approx(1.0)
   assert data_lib.bits_per_dim(0.0, 10, "grey") == pytest.approx(8.0)
+
+
+@requires_binarized_mnist
+def test_the_cache_follows_the_source_files_and_a_damaged_source_is_named(tmp_path):
+  """The decoded arrays are cached under a key of the source files (path, size, mtime): another copy
+  of the data is read afresh, and a truncated record file gives a DataError naming it."""
+  import os
+  import shutil
+  shared = os.environ["TFDS_DATA_DIR"]
+  good = tmp_path / "good" / "binarized_mnist"
+  shutil.copytree(f"{shared}/binarized_mnist", good)
+  damaged = tmp_path / "damaged" / "binarized_mnist"
+  shutil.copytree(good, damaged)
+  record = next((damaged / "1.0.0").glob("binarized_mnist-validation.array_record*"))
+  os.chmod(record, 0o644)
+  with open(record, "r+b") as f:
+    f.truncate(record.stat().st_size // 2)
+  cfg = lambda root: ml_collections.ConfigDict(dict(name="binarized_mnist", data_dir=str(root),
+                                                    download=False, mode="static", binarize_seed=0))
+  images = data_lib.load_split(cfg(tmp_path / "good"), "validation").images  # decoded and cached
+  assert images.shape == (10000, 28, 28, 1)
+  with pytest.raises(data_lib.DataError, match=r"'validation' cannot be read.*binarized_mnist-validation"
+                                               r"\.array_record.*damaged"):
+    data_lib.load_split(cfg(tmp_path / "damaged"), "validation")  # same name and size, never the cache

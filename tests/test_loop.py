@@ -7,6 +7,7 @@ is skipped and counted), and 1 and 4 (forced host) devices train the same model.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ import pytest
 
 from experiments.configs.semisupervised import m2 as m2_config
 from tests import test_config as tc
+from tests.test_reliability import compile_cache  # noqa: F401  (autouse: a persistent XLA cache)
 from tests import test_train
 from tests import test_vqvae
 from vae_jax import checkpointing
@@ -168,3 +170,54 @@ def test_every_trainer_trains_the_same_model_on_one_and_four_devices(tmp_path):
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert [line.split()[:2] for line in proc.stdout.splitlines()] == [[k, "OK"] for k in TRAINERS]
+
+
+# -- the loop on scripted epochs: validation and metrics-file checks, whatever the trainer ----------
+
+class Counting(__import__("flax").struct.PyTreeNode):
+  step: jax.Array
+
+
+def scripted_fit(workdir, monkeypatch, *, num_epochs=2, evaluate=lambda state: {"nll": 1.0}):
+  """``loop.fit`` with an epoch that only counts steps (4 per epoch) and ``evaluate`` as given."""
+  def scripted_epoch(step, batch_size, **kw):
+    return lambda state, data, epoch, train_key, data_key: (
+        state.replace(step=state.step + 4), {"loss": np.ones(4), "grad_norm": np.ones(4)})
+  monkeypatch.setattr(loop, "make_epoch", scripted_epoch)
+  cfg = test_train.tiny_config(num_epochs=num_epochs, checkpoint_every_epochs=1)
+  trainer = loop.Trainer(state=Counting(step=jnp.int32(0)), step=None, data=np.zeros((64, 1)),
+                         evaluate=evaluate, schedule=lambda step: 1e-3, keys=train_state.RunKeys.from_seed(0),
+                         best_metric="nll")
+  return loop.fit(cfg, workdir, trainer)
+
+
+def test_a_non_finite_validation_stops_the_run_and_is_never_the_best(tmp_path, monkeypatch):
+  nll = {4: 3.0, 8: float("nan")}  # by step: epoch 1 fine, epoch 2 diverged
+  with pytest.raises(loop.NonFiniteError, match=r"non-finite validation val_nll after epoch 2.*newest good "
+                                                r"checkpoint \(epoch 1\) is kept"):
+    scripted_fit(tmp_path, monkeypatch, evaluate=lambda state: {"nll": nll[int(state.step)]})
+  rows = workdir_lib.read_metrics(tmp_path)
+  assert [r["epoch"] for r in rows] == [1, 2] and np.isnan(rows[1]["val_nll"])  # recorded as it was
+  assert checkpointing.Checkpointer(tmp_path / "checkpoints").epochs() == [1]
+  assert checkpointing.Checkpointer(tmp_path / workdir_lib.BEST_DIR).epochs() == [1]
+
+
+def test_a_resumed_workdir_whose_metrics_lost_rows_says_so(tmp_path, monkeypatch, caplog):
+  scripted_fit(tmp_path, monkeypatch, num_epochs=2)
+  (tmp_path / "metrics.jsonl").unlink()
+  with caplog.at_level("WARNING", logger="vae_jax.loop"):
+    scripted_fit(tmp_path, monkeypatch, num_epochs=3)
+  assert "has no rows for epochs 1-2 of the 2 the checkpoint holds" in caplog.text
+  assert [r["epoch"] for r in workdir_lib.read_metrics(tmp_path)] == [3]
+
+
+def test_the_best_checkpoint_message_is_true_when_none_was_written(tmp_path):
+  with pytest.raises(FileNotFoundError, match="config.json does not exist: is .* a training workdir"):
+    test_train.train.restore_workdir(tmp_path, "best")
+  test_train.train.train_and_evaluate(test_train.tiny_config(num_epochs=1), tmp_path,
+                                      datasets=test_train.synthetic(n=64))
+  shutil.rmtree(tmp_path / workdir_lib.BEST_DIR)  # as when no validation was finite and better
+  with pytest.raises(FileNotFoundError, match=r"none was; the newest checkpoint is in .*checkpoints "
+                                              r"\(--checkpoint latest\)"):
+    test_train.train.restore_workdir(tmp_path, "best")
+  assert test_train.train.restore_workdir(tmp_path)[3] == 1

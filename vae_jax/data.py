@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -76,7 +77,8 @@ def _decode_tfds_split(name: str, tfds_split: str, data_dir: str | None, downloa
         f"TFDS_DATA_DIR (or config.data.data_dir) to a directory holding a prepared copy."
     ) from e
   version = str(getattr(getattr(source, "dataset_info", None), "version", "unknown"))
-  cache = cache_dir() / f"{name}-{version}-{tfds_split}-{len(source)}.npz"
+  files = source_files(source, name, tfds_split)
+  cache = cache_dir() / f"{name}-{version}-{tfds_split}-{len(source)}-{_fingerprint(files)}.npz"
   if cache.exists():
     try:
       with np.load(cache) as f:
@@ -84,10 +86,16 @@ def _decode_tfds_split(name: str, tfds_split: str, data_dir: str | None, downloa
     except Exception:  # a corrupt cache is rebuilt, never trusted
       cache.unlink(missing_ok=True)
   try:
-    records = source.__getitems__(list(range(len(source))))  # one batched read
-  except TypeError:  # tfds.testing.mock_data's sources only index one record at a time
-    records = [source[i] for i in range(len(source))]
-  images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
+    try:
+      records = source.__getitems__(list(range(len(source))))  # one batched read
+    except TypeError:  # tfds.testing.mock_data's sources only index one record at a time
+      records = [source[i] for i in range(len(source))]
+    images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
+  except Exception as e:  # a truncated or damaged record file: Riegeli / decoding errors
+    shown = ", ".join(str(f) for f in files) or (data_dir or "the default TFDS data dir")
+    raise DataError(f"TFDS dataset {name!r} split {tfds_split!r} cannot be read: {type(e).__name__}: "
+                    f"{str(e)[:300]}. Its files ({shown}) look damaged: prepare the dataset again "
+                    "(delete it and let TFDS download it, or copy a good one).") from e
   labels = (np.asarray([r["label"] for r in records], np.int32)
             if records and "label" in records[0] else None)
   try:
@@ -98,6 +106,25 @@ def _decode_tfds_split(name: str, tfds_split: str, data_dir: str | None, downloa
   except OSError as e:  # a read-only cache dir costs a re-decode next time, nothing more
     logging.getLogger(__name__).warning("cannot cache %s in %s: %s (set VAE_JAX_CACHE)", name, cache, e)
   return images, labels
+
+
+def source_files(source, name: str, tfds_split: str) -> list[Path]:
+  """The record files a TFDS data source reads for ``tfds_split`` (empty if TFDS does not say)."""
+  info = getattr(source, "dataset_info", None)
+  directory = getattr(info, "data_dir", None)
+  if not directory or not Path(directory).is_dir():
+    return []
+  return sorted(Path(directory).glob(f"{name}-{tfds_split}.*"))
+
+
+def _fingerprint(files: list[Path]) -> str:
+  """A short hash of the files' paths, sizes and modification times: the decoded-array cache's key,
+  so another copy of the data, or the same copy changed, is decoded afresh."""
+  digest = hashlib.sha256()
+  for f in files:
+    st = f.stat()
+    digest.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+  return digest.hexdigest()[:12]
 
 
 def check_images(images: np.ndarray, image_shape, *, what: str = "images", binary: bool = False) -> None:

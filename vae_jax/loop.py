@@ -28,6 +28,8 @@ import contextlib
 import dataclasses
 import logging
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -171,6 +173,23 @@ def run_stepwise(step: Callable, state, batches) -> tuple[Any, dict]:
   return state, jax.tree.map(lambda *m: np.stack(m), *jax.device_get(metrics))
 
 
+@contextlib.contextmanager
+def deferred_interrupt():
+  """Ctrl-C (SIGINT) inside the block takes effect when it ends: a checkpoint being written is
+  finished first. Outside the main thread (where no signal handler can be set) a plain block."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  received = []
+  previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+      previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+
+
 def debug_nans(enabled: bool) -> contextlib.AbstractContextManager:
   """``jax_debug_nans`` on for the ``with`` block when ``enabled`` (config.debug_nans), restored after."""
   return jax.debug_nans(True) if enabled else contextlib.nullcontext()
@@ -200,11 +219,7 @@ def run_epoch(epoch_fn: Callable, state, data, epoch: int, keys: RunKeys, *, ste
   mode, ``jax_debug_nans`` on) at the op that made a NaN; each says which
   checkpoint is kept.
   """
-  def kept_ckpt():
-    epochs = ckpt.epochs()
-    if not epochs:
-      return f"no checkpoint has been written yet in {ckpt.directory}"
-    return f"the newest good checkpoint (epoch {max(epochs)}) is kept in {ckpt.directory}"
+  kept_ckpt = lambda: _kept_checkpoint(ckpt)
   try:
     state, step_metrics = epoch_fn(state, data, epoch, keys.train, keys.data)
   except FloatingPointError as e:  # config.debug_nans: raised at the op that made the NaN
@@ -227,6 +242,33 @@ def run_epoch(epoch_fn: Callable, state, data, epoch: int, keys: RunKeys, *, ste
   row = {f"train_{k}": float(np.mean(np.asarray(v)[kept])) for k, v in step_metrics.items()}
   row["train_skipped_updates"] = int(np.sum(skipped))
   return state, row
+
+
+def _kept_checkpoint(ckpt: checkpointing.Checkpointer) -> str:
+  epochs = ckpt.epochs()
+  if not epochs:
+    return f"no checkpoint has been written yet in {ckpt.directory}"
+  return f"the newest good checkpoint (epoch {max(epochs)}) is kept in {ckpt.directory}"
+
+
+def _check_validation(row: dict, epoch: int, ckpt: checkpointing.Checkpointer) -> None:
+  """NonFiniteError naming the validation terms that are NaN or inf (the epoch is not checkpointed)."""
+  bad = sorted(k for k, v in row.items() if k.startswith("val_") and isinstance(v, float)
+               and not math.isfinite(v))
+  if bad:
+    raise NonFiniteError(f"non-finite validation {', '.join(bad)} after epoch {epoch}: the model has "
+                         f"diverged; the run stopped and {_kept_checkpoint(ckpt)}. Lower the learning "
+                         "rate or set config.optimizer.grad_clip_norm.")
+
+
+def _epoch_ranges(epochs: list[int]) -> str:
+  """'1-3, 7' for [1, 2, 3, 7]."""
+  out, start = [], epochs[0]
+  for a, b in zip(epochs, epochs[1:] + [None]):
+    if b != a + 1:
+      out.append(f"{start}-{a}" if a > start else f"{a}")
+      start = b
+  return ", ".join(out)
 
 
 def num_examples(data) -> int:
@@ -271,6 +313,13 @@ def fit(config, workdir: str | Path, trainer: Trainer, *, mesh: jax.sharding.Mes
     log.info("resuming %s from epoch %d (step %d)", workdir, start_epoch, int(state.step))
   metrics_path = workdir / workdir_lib.METRICS
   workdir_lib.truncate_metrics(metrics_path, start_epoch)
+  if start_epoch:
+    recorded = {r.get("epoch") for r in workdir_lib.read_metrics(workdir)}
+    missing = [e for e in range(1, start_epoch + 1) if e not in recorded]
+    if missing:
+      log.warning("%s has no rows for epochs %s of the %d the checkpoint holds (deleted or edited?); "
+                  "the run resumes from epoch %d and the file will lack them", metrics_path,
+                  _epoch_ranges(missing), start_epoch, start_epoch + 1)
   best_ckpt, best = None, math.inf
   if trainer.best_metric is not None:
     best_ckpt = checkpointing.Checkpointer(workdir / workdir_lib.BEST_DIR, max_to_keep=1)
@@ -300,14 +349,16 @@ def fit(config, workdir: str | Path, trainer: Trainer, *, mesh: jax.sharding.Mes
         row.update(train_row)
         if epoch % config.eval_every_epochs == 0 or epoch == total_epochs:
           row.update({f"val_{k}": v for k, v in trainer.evaluate(state).items()})
-        workdir_lib.append_jsonl(metrics_path, row)
+        workdir_lib.append_jsonl(metrics_path, row)  # recorded as it is, NaN included
+        _check_validation(row, epoch, ckpt)
         last = row
         score = row.get(f"val_{trainer.best_metric}")
-        if best_ckpt is not None and score is not None and np.isfinite(score) and score < best:
-          best_ckpt.save(epoch, state)
-          best = score
-        if epoch % config.checkpoint_every_epochs == 0 or epoch == total_epochs:
-          ckpt.save(epoch, state)
+        with deferred_interrupt():
+          if best_ckpt is not None and score is not None and np.isfinite(score) and score < best:
+            best_ckpt.save(epoch, state)
+            best = score
+          if epoch % config.checkpoint_every_epochs == 0 or epoch == total_epochs:
+            ckpt.save(epoch, state)
         if bar is not None:
           bar.update(1)
           bar.set_postfix({k.removeprefix("train_"): f"{row[k]:.4g}" for k in trainer.postfix if k in row})

@@ -147,24 +147,35 @@ def load_config(workdir: str | Path):
   return config_lib.SCHEMA.load(workdir)
 
 
-def restore_workdir(workdir: str | Path, checkpoint: str = "latest"):
-  """(config, model, params, epoch) of a training ``workdir``'s newest checkpoint, or with
+def restore_state(workdir: str | Path, checkpoint: str = "latest"):
+  """(config, model, train state, epoch) of a training ``workdir``'s newest checkpoint, or with
   ``checkpoint="best"`` of the one with the best validation score (``workdir.BEST_DIR``)."""
   workdir = Path(workdir)
   directory = checkpoint_dir(workdir, checkpoint)
   config = load_config(workdir)
   model = config_lib.make_model(config)
-  ckpt = checkpointing.Checkpointer(directory, max_to_keep=config.keep_checkpoints)
   template = jax.eval_shape(lambda: create_train_state(model, jax.random.key(0), config_lib.make_optimizer(
       config.optimizer, config_lib.make_schedule(config.optimizer, 1, 1))))
+  ckpt = checkpointing.Checkpointer(directory, max_to_keep=config.keep_checkpoints)
   try:
     epoch, state = ckpt.restore_latest(template)
   finally:
     ckpt.close()
   if state is None:
-    raise FileNotFoundError(f"no checkpoint in {directory}: train first"
-                            + (" (the best one is written at each validation that improves on "
-                               "the last best)" if checkpoint == "best" else ""))
+    latest = checkpoint_dir(workdir, "latest")
+    if checkpoint == "best" and latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir()):
+      raise FileNotFoundError(
+          f"no checkpoint in {directory}: it is written at each validation whose score is finite "
+          f"and better than the last best, and none was; the newest checkpoint is in {latest} "
+          "(--checkpoint latest)")
+    raise FileNotFoundError(f"no checkpoint in {directory}: train first")
+  return config, model, state, epoch
+
+
+def restore_workdir(workdir: str | Path, checkpoint: str = "latest"):
+  """(config, model, params, epoch) of a training ``workdir``'s newest checkpoint, or with
+  ``checkpoint="best"`` of the one with the best validation score (``workdir.BEST_DIR``)."""
+  config, model, state, epoch = restore_state(workdir, checkpoint)
   return config, model, state.params, epoch
 
 

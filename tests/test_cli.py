@@ -1,0 +1,73 @@
+"""The commands: misspelled overrides and named errors in one line, Ctrl-C ends a run cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requires_binarized_mnist
+from vae_jax import cli
+from vae_jax import config as config_lib
+from vae_jax.vq import config as vq_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def command(*args, **kw):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+  return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.parametrize("override,schema,match", [
+    ("learnig_rate", config_lib.SCHEMA, "did you mean config.optimizer.learning_rate"),  # top level
+    ("optimizer.learnig_rate", config_lib.SCHEMA, "did you mean config.optimizer.learning_rate"),
+    ("vq.restart_treshold", vq_config.VQVAE_SCHEMA, "did you mean config.vq.dead_threshold"),
+    ("model", config_lib.SCHEMA, "a section of fields"),
+])
+def test_every_misspelled_override_gets_the_same_named_error(override, schema, match):
+  with pytest.raises(config_lib.ConfigError, match=match):
+    cli.check_overrides(["prog", f"--config.{override}=1", "--workdir", "x"], schema)
+  cli.check_overrides(["prog", "--config.optimizer.learning_rate=0.1", "--config.seed=3"], schema
+                      if schema is config_lib.SCHEMA else config_lib.SCHEMA)
+
+
+def test_a_command_prints_a_named_error_in_one_line_and_exits_2(tmp_path):
+  proc = command("experiments.train", "--workdir", str(tmp_path / "w"), "--config.learnig_rate=0.1")
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 2, err
+  assert err.strip().splitlines() == ["error: ConfigError: config.learnig_rate is not a known field; did "
+                                      "you mean config.optimizer.learning_rate? (see "
+                                      "experiments/configs/default.py)"]
+  assert not (tmp_path / "w").exists()
+
+
+@requires_binarized_mnist
+def test_ctrl_c_ends_a_run_with_one_line_and_the_same_command_resumes(tmp_path):
+  workdir = tmp_path / "w"
+  args = ("experiments.train", "--workdir", str(workdir), "--config.num_epochs=500",
+          "--config.checkpoint_every_epochs=1", "--config.eval_every_epochs=500", "--config.progress=False",
+          "--config.model.hidden_sizes=((8,),)", "--config.model.latent_dims=(2,)")
+  proc = command(*args)
+  deadline = time.time() + 240
+  while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text():
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-2000:]
+  assert "Traceback" not in err
+  assert err.strip().splitlines()[-1] == (f"interrupted: the checkpoints written so far in {workdir} are "
+                                          "kept; rerun the same command to resume")
+  assert (workdir / "checkpoints").is_dir()
+
+
+def test_evaluate_refuses_k_below_one_before_reading_anything(tmp_path):
+  proc = command("experiments.evaluate", "--workdir", str(tmp_path / "none"), "--num_importance_samples", "0")
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode != 0 and "--num_importance_samples=0 must be >= 1" in err, err[-2000:]
+  assert "does not exist" not in err  # refused before the workdir is read
