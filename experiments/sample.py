@@ -17,8 +17,6 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from vae_jax import plotting
-from vae_jax.vq import evaluate as vq_evaluate
-from vae_jax.vq import train as vq_train
 from vae_jax.vq import train_prior as vq_prior
 from vae_jax.vq import workdirs as vq_workdirs
 

@@ -13,7 +13,6 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from vae_jax.vq import train as vq_train
 from vae_jax.vq import train_prior as vq_prior
 from vae_jax.vq import config as vq_config
 from vae_jax import cli

@@ -31,7 +31,6 @@ from vae_jax import losses
 from vae_jax.vq import pixelcnn
 from vae_jax import train
 from vae_jax.vq import config as vq_config
-from vae_jax.vq import evaluate as vq_evaluate
 from vae_jax.vq import train as vq_train
 from vae_jax.vq import train_prior as vq_prior
 from vae_jax.vq import workdirs as vq_workdirs

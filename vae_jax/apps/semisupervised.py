@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
