@@ -32,8 +32,7 @@ def command(*args, **kw):
 def test_every_misspelled_override_gets_the_same_named_error(override, schema, match):
   with pytest.raises(config_lib.ConfigError, match=match):
     cli.check_overrides(["prog", f"--config.{override}=1", "--workdir", "x"], schema)
-  cli.check_overrides(["prog", "--config.optimizer.learning_rate=0.1", "--config.seed=3"], schema
-                      if schema is config_lib.SCHEMA else config_lib.SCHEMA)
+  cli.check_overrides(["prog", "--config.optimizer.learning_rate=0.1", "--config.seed=3"], schema)
 
 
 def test_a_command_prints_a_named_error_in_one_line_and_exits_2(tmp_path):
