@@ -4,7 +4,7 @@
                                     [--compare_options] [--skip_torch]
                                     [--out benchmarks/results/evaluation.json]
 
-The model is ``experiments/configs/burda_vae.py`` (784-200-200-50 tanh,
+The model is ``vae_jax/configs/burda_vae.py`` (784-200-200-50 tanh,
 Bernoulli) with freshly initialized parameters (the cost does not depend on
 their values) on static binarized MNIST test images, or on synthetic binary
 images with ``--synthetic``. The timed call is ``vae_jax.evaluate.evaluate``,
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.throughput import matmul_peak
-from experiments.configs import burda_vae
+from vae_jax.configs import burda_vae
 from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib

@@ -13,7 +13,7 @@ binary images held in memory):
   20 latents, batch 128, with the library's patches + matmul convolutions and
   again with ``lax.conv`` (``conv_xla``);
 - iwae: Burda et al.'s 784-200-200-50 tanh network with the k = 50 IWAE bound.
-The JAX side is the library itself (``experiments/configs/default.py`` with
+The JAX side is the library itself (``vae_jax/configs/default.py`` with
 overrides, ``vae_jax.train.make_train_epoch``: one jitted ``lax.scan`` per
 epoch); the PyTorch side (CPU build: ``pip install torch==2.13.0``) is the same
 model, loss and optimizer written directly in PyTorch (tuned: data indexed from
@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.configs import default as default_config
+from vae_jax.configs import default as default_config
 from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import losses
@@ -63,7 +63,7 @@ TARGET_RATIO, TARGET_PEAK_FRACTION, TARGET_CONV_SPEEDUP = 2.2, 0.85, 7.0
 # GPU targets (checked when jax's backend is a GPU; reported on others): one
 # epoch of the 60,000 MNIST training images for the MLP VAE, and Burda et al.'s
 # schedule of 3,280 passes over binarized MNIST's 50,000 training images
-# (``experiments/configs/burda_iwae.py``) with the IWAE k = 50 step.
+# (``vae_jax/configs/burda_iwae.py``) with the IWAE k = 50 step.
 MNIST_EPOCH, TARGET_GPU_EPOCH_S = 60000, 0.3
 BURDA_PASSES, BURDA_TRAIN_EXAMPLES, TARGET_GPU_BURDA_MIN = 3280, 50000, 30.0
 TORCH_PIN = "torch==2.13.0"

@@ -4,10 +4,10 @@
                             [--num_samples 64] [--sample_repeats 2] [--skip_torch]
                             [--skip_cost_analysis] [--out benchmarks/results/vq.json]
 
-Models: ``experiments/configs/vq/vqvae_mnist.py`` (stride-2 4x4 convolutions,
+Models: ``vae_jax/configs/vq/vqvae_mnist.py`` (stride-2 4x4 convolutions,
 2 residual blocks, 7x7 grid of K = 64 codes, D = 16, Bernoulli likelihood,
 EMA codebook with dead-code restarts, batch 100) and the gated PixelCNN of
-``experiments/configs/vq/prior_mnist.py`` (8 gated layers of 32 channels) on
+``vae_jax/configs/vq/prior_mnist.py`` (8 gated layers of 32 channels) on
 its 7x7 grids, both with freshly initialized parameters (the cost does not
 depend on their values) and synthetic binary images, so no trained workdir is
 needed.
@@ -54,8 +54,8 @@ import numpy as np
 
 from benchmarks import throughput
 from benchmarks.throughput import matmul_peak
-from experiments.configs.vq import prior_mnist
-from experiments.configs.vq import vqvae_mnist
+from vae_jax.configs.vq import prior_mnist
+from vae_jax.configs.vq import vqvae_mnist
 from vae_jax import config as config_lib
 from vae_jax import loop
 from vae_jax.vq import pixelcnn

@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.configs import default
+from vae_jax.configs import default
 from vae_jax import config as config_lib
 from vae_jax import data
 from vae_jax import distributions as dist

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.configs import default
+from vae_jax.configs import default
 from vae_jax import config as config_lib
 from vae_jax import data
 from vae_jax import evaluate
@@ -143,7 +143,7 @@ assert np.all(np.diff(bound_mean) > -0.05), bound_mean  # non-decreasing in K, u
 
 # %% [markdown]
 # `evaluate.evaluate` computes the same estimate in chunks with its own keys (it is what
-# `experiments.evaluate` reports as `nll`), and the ELBO with the KL in closed form. The largest-$K$
+# `vae_jax.commands.evaluate` reports as `nll`), and the ELBO with the KL in closed form. The largest-$K$
 # bound above and its `nll` agree up to Monte Carlo noise.
 
 # %%
@@ -215,7 +215,7 @@ for delta in (0.5, 1.0):
 # larger weight variance and needs many more samples for the same gap. On the MNIST model the
 # spread of one estimate also shrinks far more slowly than $1/\sqrt K$: its weights are
 # heavy-tailed, and a few samples dominate each sum. Hence the thousands of samples behind reported
-# likelihoods (K = 5000 in `experiments.evaluate`), and the value of a better encoder: it buys a
+# likelihoods (K = 5000 in `vae_jax.commands.evaluate`), and the value of a better encoder: it buys a
 # tighter estimate for the same $K$.
 
 # %%

@@ -33,7 +33,7 @@
 #
 # Small default settings (narrow networks, a 2,000-image subset, a few epochs: about 70 s of CPU
 # time, most of it compilation; 1.5 to 5 minutes on a busy 2-core machine); `FULL_RUN = True`
-# trains the networks of `experiments/configs/vq/` on 10,000 images (about 6 minutes of CPU time;
+# trains the networks of `vae_jax/configs/vq/` on 10,000 images (about 6 minutes of CPU time;
 # 17 minutes on a busy 2-core machine), which made the figures in the README.
 
 # %%
@@ -55,7 +55,7 @@ import numpy as np
 # does); compilation is most of this notebook's small run, and no result depends on the random bits.
 jax.config.update("jax_threefry_partitionable", False)
 
-from experiments.configs.vq import prior_mnist, vqvae_mnist, vqvae_mnist_no_ema
+from vae_jax.configs.vq import prior_mnist, vqvae_mnist, vqvae_mnist_no_ema
 from vae_jax import data
 from vae_jax import plotting
 from vae_jax.vq import quantization as vq
@@ -275,7 +275,7 @@ plt.show()
 
 # %%
 def shrink(config):
-  """A config of experiments/configs/vq/ with this notebook's run length (small: narrower, faster)."""
+  """A config of vae_jax/configs/vq/ with this notebook's run length (small: narrower, faster)."""
   config.num_epochs = config.eval_every_epochs = config.checkpoint_every_epochs = VQ_EPOCHS
   config.progress = False
   # A few hundred steps, not the configs' 7,500: the usage averages (and the EMA codebook) must

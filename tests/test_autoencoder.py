@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import default
+from vae_jax.configs import default
 from tests.test_train import synthetic, tiny_config
 from vae_jax import config as config_lib
 from vae_jax import evaluate as eval_lib

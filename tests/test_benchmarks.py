@@ -7,8 +7,8 @@ CPU-seconds of compilation, more than their place in the suite is worth.)
 """
 
 from benchmarks import vq as vq_bench
-from experiments.configs.vq import prior_mnist
-from experiments.configs.vq import vqvae_mnist
+from vae_jax.configs.vq import prior_mnist
+from vae_jax.configs.vq import vqvae_mnist
 from vae_jax.vq import config as vq_config
 
 

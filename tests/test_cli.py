@@ -36,19 +36,19 @@ def test_every_misspelled_override_gets_the_same_named_error(override, schema, m
 
 
 def test_a_command_prints_a_named_error_in_one_line_and_exits_2(tmp_path):
-  proc = command("experiments.train", "--workdir", str(tmp_path / "w"), "--config.learnig_rate=0.1")
+  proc = command("vae_jax.commands.train", "--workdir", str(tmp_path / "w"), "--config.learnig_rate=0.1")
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 2, err
   assert err.strip().splitlines() == ["error: ConfigError: config.learnig_rate is not a known field; did "
                                       "you mean config.optimizer.learning_rate? (see "
-                                      "experiments/configs/default.py)"]
+                                      "vae_jax/configs/default.py)"]
   assert not (tmp_path / "w").exists()
 
 
 @requires_binarized_mnist
 def test_ctrl_c_ends_a_run_with_one_line_and_the_same_command_resumes(tmp_path):
   workdir = tmp_path / "w"
-  args = ("experiments.train", "--workdir", str(workdir), "--config.num_epochs=500",
+  args = ("vae_jax.commands.train", "--workdir", str(workdir), "--config.num_epochs=500",
           "--config.checkpoint_every_epochs=1", "--config.eval_every_epochs=500", "--config.progress=False",
           "--config.model.hidden_sizes=((8,),)", "--config.model.latent_dims=(2,)")
   proc = command(*args)
@@ -66,7 +66,7 @@ def test_ctrl_c_ends_a_run_with_one_line_and_the_same_command_resumes(tmp_path):
 
 
 def test_evaluate_refuses_k_below_one_before_reading_anything(tmp_path):
-  proc = command("experiments.evaluate", "--workdir", str(tmp_path / "none"), "--num_importance_samples", "0")
+  proc = command("vae_jax.commands.evaluate", "--workdir", str(tmp_path / "none"), "--num_importance_samples", "0")
   out, err = proc.communicate(timeout=120)
   assert proc.returncode != 0 and "--num_importance_samples=0 must be >= 1" in err, err[-2000:]
   assert "does not exist" not in err  # refused before the workdir is read

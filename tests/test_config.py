@@ -7,7 +7,7 @@ import ml_collections
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from experiments.configs import default
+from vae_jax.configs import default
 from vae_jax import config as config_lib
 from vae_jax import train
 
@@ -39,13 +39,13 @@ def override(cfg, fields: dict):
     set_field(cfg, field, value)
   return cfg
 
-CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("experiments/configs/*.py")
+CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("vae_jax/configs/*.py")
                  if p.stem != "__init__")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_experiment_config_is_valid(name):
-  cfg = importlib.import_module(f"experiments.configs.{name}").get_config()
+  cfg = importlib.import_module(f"vae_jax.configs.{name}").get_config()
   config_lib.validate(cfg)
   assert config_lib.num_epochs(cfg) >= 1
   config_lib.make_model(cfg)
@@ -89,7 +89,7 @@ def test_impossible_combinations_are_named():
 
 
 def test_burda_schedule_lengths_and_rates():
-  cfg = importlib.import_module("experiments.configs.burda_vae").get_config()
+  cfg = importlib.import_module("vae_jax.configs.burda_vae").get_config()
   assert config_lib.burda_stage_epochs(cfg.optimizer) == [1, 3, 9, 27, 81, 243, 729, 2187]
   assert config_lib.num_epochs(cfg) == 3280
   sched = config_lib.make_schedule(cfg.optimizer, steps_per_epoch=10, total_epochs=3280)
@@ -101,7 +101,7 @@ def test_burda_schedule_lengths_and_rates():
 
 
 # -- property-based: random invalid configs --------------------------------------------------------
-# What the configs promise (experiments/configs/default.py and README), written down here
+# What the configs promise (vae_jax/configs/default.py and README), written down here
 # independently of vae_jax.config.FIELDS: integer and number ranges (None = unbounded above),
 # choices, flags, strings and width tuples.
 M = 2**24  # the upper bound on counts (epochs, batch sizes, checkpoints)
@@ -152,7 +152,7 @@ def leaf_names(cfg, prefix=""):
 
 def test_the_property_test_covers_every_field_of_every_config():
   for name in CONFIGS:
-    cfg = importlib.import_module(f"experiments.configs.{name}").get_config().to_dict()
+    cfg = importlib.import_module(f"vae_jax.configs.{name}").get_config().to_dict()
     assert set(leaf_names(cfg)) == ALL_FIELDS, name
   assert set(config_lib.FIELDS) == ALL_FIELDS
 
@@ -196,7 +196,7 @@ def bad_nested_sizes(num_layers):
 def invalid_configs(draw):
   """(config dict, kind, fields the error may name): one thing wrong in a valid experiment config."""
   name = draw(st.sampled_from(CONFIGS))
-  cfg = importlib.import_module(f"experiments.configs.{name}").get_config().to_dict()
+  cfg = importlib.import_module(f"vae_jax.configs.{name}").get_config().to_dict()
   num_layers = len(cfg["model"]["latent_dims"])
   kind = draw(st.sampled_from(["int", "float", "choice", "bool", "str", "sizes", "nested", "unknown",
                                "missing", "section", "combination"]))
@@ -331,7 +331,7 @@ def test_random_invalid_configs_get_one_named_error_before_any_compute(tmp_path,
 @given(st.data())
 def test_random_legal_values_are_accepted(data):
   name = data.draw(st.sampled_from(CONFIGS))
-  cfg = importlib.import_module(f"experiments.configs.{name}").get_config().to_dict()
+  cfg = importlib.import_module(f"vae_jax.configs.{name}").get_config().to_dict()
   field = data.draw(st.sampled_from(sorted(set(INTS) | set(FLOATS) | set(BOOLS) | set(STRS))))
   if field in INTS:
     lo, hi = INTS[field]

@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments.configs.semisupervised import m2 as m2_config
+from vae_jax.configs.semisupervised import m2 as m2_config
 from tests import test_config as tc
 from tests.test_reliability import compile_cache  # noqa: F401  (autouse: a persistent XLA cache)
 from tests import test_train

@@ -124,7 +124,7 @@ def test_iwae_bound_is_stable_logsumexp():
 
 
 def test_make_loss_rejects_unknown_names():
-  from experiments.configs import default
+  from vae_jax.configs import default
   cfg = default.get_config().loss
   cfg.name = "wasserstein"
   with pytest.raises(ValueError, match="wasserstein"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments.configs import default
+from vae_jax.configs import default
 from tests.test_train import synthetic, tiny_config
 from vae_jax import config as config_lib
 from vae_jax import distributions as dist

@@ -439,7 +439,7 @@ def test_missing_read_only_and_file_workdirs(tmp_path, monkeypatch):
     with pytest.raises(train.WorkdirError, match=match):
       train.train_and_evaluate(tiny_config(), workdir)
   with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nowhere'}.* training workdir"):
-    train.load_config(tmp_path / "nowhere")  # what experiments.evaluate reads first
+    train.load_config(tmp_path / "nowhere")  # what vae_jax.commands.evaluate reads first
 
 
 def test_missing_tfds_data_dir_says_what_to_do(tmp_path, monkeypatch):
@@ -473,7 +473,7 @@ def test_images_of_the_wrong_shape_or_range_are_named_before_training(tmp_path, 
 
 # -- determinism ---------------------------------------------------------------------------------------------
 
-CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("experiments/configs/*.py")
+CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("vae_jax/configs/*.py")
                  if p.stem != "__init__")
 
 
@@ -481,7 +481,7 @@ def small_form(name, seed):
   """The experiment config shrunk (one hidden layer of 8 per stochastic layer, K <= 2, 2 epochs,
   <= 4 mixture components, one stage of 4 conv channels):
   the same stochastic layers, loss, data mode and schedule kind."""
-  cfg = importlib.import_module(f"experiments.configs.{name}").get_config()
+  cfg = importlib.import_module(f"vae_jax.configs.{name}").get_config()
   cfg.seed = seed
   cfg.model.latent_dims = tuple(4 // 2**i for i in range(len(cfg.model.latent_dims)))
   cfg.model.hidden_sizes = tuple((8,) for _ in cfg.model.hidden_sizes)

@@ -14,7 +14,7 @@ import pytest
 import scipy.optimize
 import scipy.special
 
-from experiments.configs.semisupervised import m1_vae
+from vae_jax.configs.semisupervised import m1_vae
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import loop
@@ -269,7 +269,7 @@ def test_active_dims_drop_collapsed_units():
 
 
 def test_old_workdirs_resume_with_the_objective_they_were_trained_with(tmp_path):
-  cfg = importlib.import_module("experiments.configs.semisupervised.m1_m2").get_config()
+  cfg = importlib.import_module("vae_jax.configs.semisupervised.m1_m2").get_config()
   old = cfg.to_dict()
   del old["m2"]["objective"], old["m1_active_threshold"], old["optimizer"]["cycle_epochs"]
   old["num_epochs"] = 300
@@ -302,7 +302,7 @@ def test_sampled_features_are_draws_from_the_m1_posterior():
 
 @pytest.mark.parametrize("name", ["m1", "m2", "m1_m2"])
 def test_semisupervised_configs_are_valid(name):
-  cfg = importlib.import_module(f"experiments.configs.semisupervised.{name}").get_config()
+  cfg = importlib.import_module(f"vae_jax.configs.semisupervised.{name}").get_config()
   ssl_config.validate(cfg, check_workdir=False)
   config_lib.validate(m1_vae.get_config())
 
@@ -321,7 +321,7 @@ def test_semisupervised_configs_are_valid(name):
      "optimizer.schedule='cosine' .it is 'constant'"),
 ])
 def test_invalid_fields_are_named(field, value, match):
-  cfg = importlib.import_module("experiments.configs.semisupervised.m2").get_config()
+  cfg = importlib.import_module("vae_jax.configs.semisupervised.m2").get_config()
   section, _, leaf = field.rpartition(".")
   (cfg[section] if section else cfg)[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=match.replace("(", r"\(")):
@@ -329,7 +329,7 @@ def test_invalid_fields_are_named(field, value, match):
 
 
 def test_restarts_need_a_whole_number_of_cycles():
-  cfg = importlib.import_module("experiments.configs.semisupervised.m1_m2").get_config()
+  cfg = importlib.import_module("vae_jax.configs.semisupervised.m1_m2").get_config()
   cfg.num_epochs = cfg.optimizer.cycle_epochs + 1
   with pytest.raises(config_lib.ConfigError, match=f"config.optimizer.cycle_epochs=.*num_epochs="
                      f"{cfg.num_epochs} must be a whole number of cycles"):
@@ -337,7 +337,7 @@ def test_restarts_need_a_whole_number_of_cycles():
 
 
 def test_m1_methods_need_a_trained_vae_workdir_of_the_same_data(tmp_path):
-  cfg = importlib.import_module("experiments.configs.semisupervised.m1_m2").get_config()
+  cfg = importlib.import_module("vae_jax.configs.semisupervised.m1_m2").get_config()
   cfg.m1_workdir = str(tmp_path)
   with pytest.raises(config_lib.ConfigError, match="config.m1_workdir=.* needs a trained M1 VAE"):
     ssl_config.validate(cfg)
@@ -353,7 +353,7 @@ def test_m1_methods_need_a_trained_vae_workdir_of_the_same_data(tmp_path):
 
 def test_plot_metrics_draws_each_workdirs_curve_and_names_what_is_missing(tmp_path):
   import matplotlib.image
-  from experiments import plot_metrics
+  from vae_jax.commands import plot_metrics
   rows = [{"epoch": e, "val_error": 0.5 / e} if e % 2 else {"epoch": e} for e in range(1, 7)]
   (tmp_path / "run").mkdir()
   (tmp_path / "run" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")

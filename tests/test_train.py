@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import default
+from vae_jax.configs import default
 from tests.conftest import requires_binarized_mnist
 from vae_jax import checkpointing
 from vae_jax import config as config_lib

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs.vq import vqvae_mnist
+from vae_jax.configs.vq import vqvae_mnist
 from tests import test_config as tc
 from vae_jax.vq import config as vq_config
 from vae_jax.vq import vqvae

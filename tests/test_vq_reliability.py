@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from experiments.configs.vq import prior_mnist, vqvae_mnist
+from vae_jax.configs.vq import prior_mnist, vqvae_mnist
 from tests import test_config as tc
 from tests.test_reliability import compile_cache  # noqa: F401  (autouse: the module's XLA cache)
 from tests.test_reliability import MARKER, kill_and_restart, leaves, truncate_files
@@ -277,7 +277,7 @@ def test_vq_images_of_the_wrong_shape_or_range_are_named_before_training(tmp_pat
 
 
 # -- random invalid VQ-VAE and prior configs ---------------------------------------------------------
-# What experiments/configs/vq/{vqvae_mnist,prior_mnist}.py promise, written down here independently of
+# What vae_jax/configs/vq/{vqvae_mnist,prior_mnist}.py promise, written down here independently of
 # vae_jax.vq_config's field tables (the strategies for bad values are test_config's).
 M = 2**24
 TRAINING_INTS = {"seed": (0, 2**32 - 1), "batch_size": (1, M), "num_epochs": (1, M),

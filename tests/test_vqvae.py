@@ -14,7 +14,7 @@ import pytest
 import scipy.stats
 import tensorflow_datasets as tfds
 
-from experiments.configs.vq import prior_mnist, vqvae_cifar10, vqvae_mnist
+from vae_jax.configs.vq import prior_mnist, vqvae_cifar10, vqvae_mnist
 from tests import test_config as tc
 from vae_jax import checkpointing
 from vae_jax import config as config_lib
@@ -286,13 +286,13 @@ def test_prior_on_a_vqvae_with_another_grid_is_refused(trained, tmp_path):
 
 # -- configs ----------------------------------------------------------------------------------
 
-VQ_CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("experiments/configs/vq/*.py")
+VQ_CONFIGS = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("vae_jax/configs/vq/*.py")
                     if p.stem != "__init__")
 
 
 @pytest.mark.parametrize("name", VQ_CONFIGS)
 def test_every_vq_config_is_valid(name):
-  cfg = importlib.import_module(f"experiments.configs.vq.{name}").get_config()
+  cfg = importlib.import_module(f"vae_jax.configs.vq.{name}").get_config()
   if cfg.model.name == "vqvae":
     vq_config.validate_vqvae(cfg)
     assert vq_config.make_vqvae(cfg).grid_shape in ((7, 7), (8, 8))
@@ -376,7 +376,7 @@ def test_vqvae_runs_are_bit_identical_for_a_seed_and_differ_across_seeds(trained
 def _vq_small_form(name, seed, vqvae_workdir=None):
   """A VQ config file shrunk (8 channels, one residual block, <= 8 codes of dimension 4, 2 epochs of
   batch 32; a 2-layer prior of 8 features), keeping its codebook kind, likelihood, data and schedule."""
-  cfg = importlib.import_module(f"experiments.configs.vq.{name}").get_config()
+  cfg = importlib.import_module(f"vae_jax.configs.vq.{name}").get_config()
   cfg.seed = seed
   common = {"batch_size": 32, "num_epochs": 2, "eval_every_epochs": 2, "progress": False,
             "eval.batch_size": 64}
@@ -400,9 +400,9 @@ def _small_vq_data(cfg, shape):
 
 @pytest.mark.parametrize("name", VQ_CONFIGS)
 def test_every_vq_config_in_small_form_is_bit_identical_for_a_seed(name, tmp_path):
-  """Issue 6's determinism on each file of experiments/configs/vq (a prior on a small VQ-VAE of its
+  """Issue 6's determinism on each file of vae_jax/configs/vq (a prior on a small VQ-VAE of its
   dataset); that another seed differs is checked once, above and in test_vq_reliability."""
-  cfg = importlib.import_module(f"experiments.configs.vq.{name}").get_config()
+  cfg = importlib.import_module(f"vae_jax.configs.vq.{name}").get_config()
   vq_workdir, data_cfg = None, cfg
   if cfg.model.name != "vqvae":  # a prior needs its stage-1 model: the small form of its dataset's VQ-VAE
     data_cfg = _vq_small_form("vqvae_cifar10" if "cifar10" in name else "vqvae_mnist", 0)

@@ -1,7 +1,10 @@
-"""What every command (``python -m experiments.*``) shares: override checks, named errors, Ctrl-C.
+"""What every command (``vae-jax COMMAND``) shares: config lookup, override checks, named errors, Ctrl-C.
 
 ``check_argv(schema)`` (before the config flag is defined) and ``run(main)``
 (instead of ``absl.app.run(main)``) give every command:
+
+* ``--config NAME`` for a packaged config (``vae_jax/configs/NAME.py``) from any
+  directory, a path otherwise; a config that exists nowhere is a named error;
 
 * every ``--config.FIELD=VALUE`` override checked against the command's
   schema before anything else, so a misspelled field, top-level or nested, gets
@@ -20,11 +23,13 @@ import difflib
 import logging
 import sys
 import traceback
+from pathlib import Path
 from typing import Callable
 
 from absl import app
 
 from vae_jax import checkpointing
+from vae_jax import configs
 from vae_jax import data as data_lib
 from vae_jax import loop
 from vae_jax import schema as schema_lib
@@ -32,6 +37,34 @@ from vae_jax import workdir as workdir_lib
 
 NAMED_ERRORS = (schema_lib.ConfigError, data_lib.DataError, workdir_lib.WorkdirError,
                 checkpointing.CheckpointError, loop.NonFiniteError, FileNotFoundError)
+
+
+# The module ``vae-jax COMMAND`` imports to run (``vae_jax.commands``); ``None`` otherwise.
+ENTRY: str | None = None
+
+
+def is_entry(module_name: str) -> bool:
+  """Whether ``module_name`` is the command being run (as ``__main__`` or through ``vae-jax``)."""
+  return module_name == "__main__" or module_name == ENTRY
+
+
+def resolve_config_flag(argv: list[str]) -> list[str]:
+  """``argv`` with a ``--config`` value that names a packaged config replaced by its path;
+  ConfigError when the value is neither a file nor a packaged config."""
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith("--config="):
+      value, prefix, at = arg.split("=", 1)[1], "--config=", i
+    elif arg == "--config" and i + 1 < len(out):
+      value, prefix, at = out[i + 1], "", i + 1
+    else:
+      continue
+    resolved = configs.resolve(value)
+    if not Path(resolved.partition(":")[0]).exists():
+      raise schema_lib.ConfigError(f"--config {value}: no such file and no packaged config of that "
+                                   f"name (packaged: {', '.join(configs.names())})")
+    out[at] = prefix + resolved
+  return out
 
 
 def override_names(argv: list[str]) -> list[str]:
@@ -76,6 +109,7 @@ def check_argv(config_schema: schema_lib.Schema) -> None:
   """``check_overrides`` on ``sys.argv``, exiting with the one-line error. Call it before the
   config flag is defined: ml_collections reads the overrides when the flag is defined."""
   try:
+    sys.argv[:] = resolve_config_flag(sys.argv)
     check_overrides(sys.argv, config_schema)
   except schema_lib.ConfigError as e:
     _fail(e, "--verbose" in sys.argv)

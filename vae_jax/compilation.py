@@ -24,7 +24,7 @@ and IWAE rows are two runs of each, interleaved, of ``--models mlp,iwae
 README's two Speed runs and one ``--models conv --individual_dot`` run, with
 the conv forms of ``vae_jax/layers.py`` of that day; ``benchmarks/vq.py``;
 ``benchmarks/evaluation.py --compare_options``; the VampPrior row is
-``experiments/configs/vampprior.py``'s second epoch.) So the library compiles
+``vae_jax/configs/vampprior.py``'s second epoch.) So the library compiles
 with XLA's defaults, except the training step of a model with a mixture prior
 (``options_for``): there the fused call that evaluates the K x D component
 densities for every sample ran 2.6x slower.

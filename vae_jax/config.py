@@ -23,7 +23,7 @@ _fail = schema.fail
 MAX_SEED, MAX_WIDTH, MAX_COUNT = schema.MAX_SEED, schema.MAX_WIDTH, schema.MAX_COUNT
 PSEUDO_INPUT_INITS = ("noise", "data")
 
-# One entry per config field (experiments/configs/default.py). ``validate``
+# One entry per config field (vae_jax/configs/default.py). ``validate``
 # checks every entry and refuses fields not listed here, so a misspelled
 # override fails instead of being ignored: a new config field needs an entry.
 # ``old=``: the value a workdir written before the field existed ran with;
@@ -160,7 +160,7 @@ def _validate_kind_and_prior(values: dict) -> None:
           "(loss.name='autoencoder'); use 'none'")
 
 
-SCHEMA = schema.Schema(FIELDS, "experiments/configs/default.py", _check_combinations)
+SCHEMA = schema.Schema(FIELDS, "vae_jax/configs/default.py", _check_combinations)
 
 
 def burda_stage_epochs(opt_config) -> list[int]:

@@ -7,7 +7,7 @@ constrained to be split along the mesh axis, so every device computes the
 loss of its slice and the compiler inserts the all-reduce of the gradients.
 One device is the same code path with a mesh of size 1.
 
-Many hosts: call ``initialize_distributed`` (``experiments/train.py`` does it
+Many hosts: call ``initialize_distributed`` (``vae_jax/commands/train.py`` does it
 from flags) before anything touches a device; ``jax.devices()`` then lists
 every host's devices and the same program runs on each host.
 

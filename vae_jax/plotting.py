@@ -1,6 +1,6 @@
 """Figures (host side only): image grids and latent maps saved as PNG with matplotlib.
 
-Latent maps (``experiments/latent_maps.py``): posterior means scattered and
+Latent maps (``vae_jax/commands/latent_maps.py``): posterior means scattered and
 coloured by label, the decoded manifold of a 2-D latent (Kingma & Welling
 2014, Fig. 4), a PCA projection of higher-dimensional posterior means, and
 interpolation strips.

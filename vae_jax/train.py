@@ -188,7 +188,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   """Trains (or resumes) the configured VAE in ``workdir``; returns (state, last metrics).
 
   Args:
-    config: a ConfigDict shaped like ``experiments/configs/default.py``.
+    config: a ConfigDict shaped like ``vae_jax/configs/default.py``.
     workdir: checkpoints, ``config.json``, ``metrics.jsonl`` and figures go here;
       rerunning with the same workdir resumes from the newest checkpoint.
     loss_fn: a per-example loss ``(model, params, x, key, *, kl_weight) -> (loss, aux)``

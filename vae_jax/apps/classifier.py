@@ -147,7 +147,7 @@ def save_params(params, workdir) -> Path:
 def load_params(model: Classifier, workdir, image_shape=(28, 28, 1)) -> dict:
   path = Path(workdir) / PARAMS_FILE
   if not path.exists():
-    raise FileNotFoundError(f"{path} does not exist: run experiments.train_classifier first")
+    raise FileNotFoundError(f"{path} does not exist: run vae_jax.commands.train_classifier first")
   template = init_params(model, jax.random.key(0), image_shape)
   return flax.serialization.from_bytes(template, path.read_bytes())
 

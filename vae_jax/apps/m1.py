@@ -115,5 +115,5 @@ def restore_vae(workdir) -> tuple[models.VAE, dict, object, int]:
   try:
     config, model, params, epoch = train.restore_workdir(workdir)
   except FileNotFoundError as e:
-    raise FileNotFoundError(f"{e} (the M1 VAE: experiments/configs/semisupervised/m1_vae.py)") from None
+    raise FileNotFoundError(f"{e} (the M1 VAE: vae_jax/configs/semisupervised/m1_vae.py)") from None
   return model, params, config, epoch

@@ -2,7 +2,7 @@
 
 ``validate(config)`` runs before any data is read or anything is compiled and
 raises one ``ConfigError`` naming the field, its value and what is allowed.
-Configs are shaped like ``experiments/configs/semisupervised/m2.py``.
+Configs are shaped like ``vae_jax/configs/semisupervised/m2.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ _c = schema
 METHODS = ("m1", "m2", "m1_m2")
 LABELLED_DATASETS = ("mnist", "fashion_mnist")
 NUM_CLASSES = 10
-EXAMPLE = "experiments/configs/semisupervised/m2.py"
+EXAMPLE = "vae_jax/configs/semisupervised/m2.py"
 
 FIELDS = {
     "method": _c.Choice(METHODS),
@@ -74,7 +74,7 @@ def _check_m1_workdir(v: dict) -> None:
   if cfg is None or not cfg.exists():
     _c.fail("m1_workdir", workdir, f"method {v['method']!r} needs a trained M1 VAE workdir (one "
             "holding config.json and checkpoints/), e.g. --config.m1_workdir=runs/ssl_m1 from "
-            "experiments/configs/semisupervised/m1_vae.py")
+            "vae_jax/configs/semisupervised/m1_vae.py")
   m1_name = json.loads(cfg.read_text()).get("data", {}).get("name")
   if m1_name != v["data.name"]:
     _c.fail("m1_workdir", workdir, f"its VAE was trained on {m1_name!r}, not data.name="

@@ -113,7 +113,7 @@ def run(config, workdir: str | Path, *, splits: dict[str, data_lib.Split] | None
              seconds_this_invocation=time.perf_counter() - t0,
              hardware=f"{platform.machine()} {jax.devices()[0].device_kind}, "
                       f"{len(jax.devices())} device(s), jax {jax.__version__}",
-             command="python -m experiments.semisupervised " + " ".join(sys.argv[1:]))
+             command="vae-jax semisupervised " + " ".join(sys.argv[1:]))
   workdir_lib.write_atomic(workdir / "results.json", json.dumps(row, indent=2))
   return row
 

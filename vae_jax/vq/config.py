@@ -3,7 +3,7 @@
 Like ``config.validate``, ``validate_vqvae`` and ``validate_prior`` run before
 any data is read or anything is compiled and raise one ``ConfigError`` naming
 the field, its value and what is allowed. Configs are shaped like
-``experiments/configs/vq/vqvae_mnist.py`` and ``experiments/configs/vq/prior_mnist.py``.
+``vae_jax/configs/vq/vqvae_mnist.py`` and ``vae_jax/configs/vq/prior_mnist.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ConfigError = schema.ConfigError
 _S = schema
 _fail = schema.fail
 
-# Every field of experiments/configs/vq/vqvae_mnist.py; unknown and missing fields are refused.
+# Every field of vae_jax/configs/vq/vqvae_mnist.py; unknown and missing fields are refused.
 VQVAE_FIELDS = {
     "data.name": _S.Choice(tuple(data_lib.DATASETS)),
     "data.mode": _S.Choice(data_lib.MODES),
@@ -46,7 +46,7 @@ VQVAE_FIELDS = {
     **_S.training_fields(),
 }
 
-# Every field of experiments/configs/vq/prior_mnist.py.
+# Every field of vae_jax/configs/vq/prior_mnist.py.
 PRIOR_FIELDS = {
     "vqvae_workdir": _S.Str(),
     "model.name": _S.Choice(("gated_pixelcnn",)),
@@ -105,8 +105,8 @@ def _prior_combinations(v: dict) -> None:
     _fail("model.kernel_size", v["model.kernel_size"], "expected an odd size")
 
 
-VQVAE_SCHEMA = schema.Schema(VQVAE_FIELDS, "experiments/configs/vq/vqvae_mnist.py", _vqvae_combinations)
-PRIOR_SCHEMA = schema.Schema(PRIOR_FIELDS, "experiments/configs/vq/prior_mnist.py", _prior_combinations)
+VQVAE_SCHEMA = schema.Schema(VQVAE_FIELDS, "vae_jax/configs/vq/vqvae_mnist.py", _vqvae_combinations)
+PRIOR_SCHEMA = schema.Schema(PRIOR_FIELDS, "vae_jax/configs/vq/prior_mnist.py", _prior_combinations)
 
 
 def make_vqvae(config) -> vqvae.VQVAE:

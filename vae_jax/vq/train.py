@@ -84,7 +84,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   """Trains (or resumes) the configured VQ-VAE in ``workdir``; returns (state, last metrics).
 
   Args:
-    config: shaped like ``experiments/configs/vq/vqvae_mnist.py``.
+    config: shaped like ``vae_jax/configs/vq/vqvae_mnist.py``.
     workdir: ``config.json``, ``metrics.jsonl``, ``checkpoints/``, ``best/``
       (lowest validation reconstruction NLL), ``figures/``.
     loss_fn: per-example ``(model, params, x, key) -> (loss, aux)``

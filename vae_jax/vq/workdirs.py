@@ -100,7 +100,7 @@ def check_prior_source(recorded: dict, vq: Restored, prior_workdir: Path) -> Non
         f"({recorded['vqvae_workdir']}, epoch {recorded['epoch']}, step {recorded['step']}, "
         f"parameters {recorded['fingerprint']}); {vq.workdir} holds epoch {vq.epoch}, step "
         f"{vq.step}, parameters {now['fingerprint']}. Retrain the prior on this VQ-VAE "
-        "(python -m experiments.train_prior --config.vqvae_workdir=...) in a new workdir.")
+        "(vae-jax train-prior --config.vqvae_workdir=...) in a new workdir.")
 
 
 def load_prior(workdir: str | Path, vqvae_workdir: str | Path | None = None) -> tuple[Restored, Restored]:
