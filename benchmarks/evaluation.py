@@ -7,7 +7,7 @@
 The model is ``vae_jax/configs/burda_vae.py`` (784-200-200-50 tanh,
 Bernoulli) with freshly initialized parameters (the cost does not depend on
 their values) on static binarized MNIST test images, or on synthetic binary
-images with ``--synthetic``. The timed call is ``vae_jax.evaluate.evaluate``,
+images with ``--synthetic``. The timed call is ``vae_jax.evaluation.evaluate``,
 which the evaluation entry point runs; compilation is excluded (one small
 call first, same shapes).
 
@@ -39,7 +39,7 @@ from vae_jax.configs import burda_vae
 from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
-from vae_jax import evaluate as eval_lib
+from vae_jax import evaluation as eval_lib
 from vae_jax import models
 
 HIDDEN, LATENT, PIXELS = 200, 50, 784

@@ -11,7 +11,7 @@ import pytest
 from vae_jax.configs import default
 from tests.test_train import synthetic, tiny_config
 from vae_jax import config as config_lib
-from vae_jax import evaluate as eval_lib
+from vae_jax import evaluation as eval_lib
 from vae_jax import losses
 from vae_jax import models
 from vae_jax import train

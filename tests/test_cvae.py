@@ -20,7 +20,7 @@ from tests.test_train import synthetic, tiny_config
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import distributions as dist
-from vae_jax import evaluate as eval_lib
+from vae_jax import evaluation as eval_lib
 from vae_jax import losses
 from vae_jax import models
 from vae_jax import plotting

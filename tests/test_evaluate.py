@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tests import test_losses as lg  # the exact linear-Gaussian model
-from vae_jax import evaluate as eval_lib
+from vae_jax import evaluation as eval_lib
 from vae_jax import models
 
 

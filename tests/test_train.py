@@ -10,7 +10,7 @@ from tests.conftest import requires_binarized_mnist
 from vae_jax import checkpointing
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
-from vae_jax import evaluate as eval_lib
+from vae_jax import evaluation as eval_lib
 from vae_jax import losses
 from vae_jax import train
 from vae_jax import workdir as workdir_lib

@@ -60,6 +60,7 @@ FIELDS = {
     "loss.warmup_epochs": _S.Float(0.0, 1e6),
     "loss.corruption": _S.Choice(losses.CORRUPTIONS, old="none"),
     "loss.corruption_level": _S.Float(0.0, 1.0, old=0.0),  # a probability (mask, flip) or sigma on [0, 1] data
+    "loss.kwargs": _S.UserFields(old={}),  # the user's own loss fields, passed to the loss as keywords
     "optimizer.burda_stages": _S.Int(1, 12),
     "optimizer.burda_epoch_scale": _S.Float(0.0, 1e3, lo_open=True),
     "eval_num_samples": _S.Int(1, 100_000, resumable=True),

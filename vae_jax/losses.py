@@ -14,11 +14,15 @@ and IWAE losses below then bound log p(x | y).
 from __future__ import annotations
 
 import functools
+import inspect
 import math
-from typing import Callable
+import typing
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+
+from vae_jax.schema import ConfigError
 
 LossFn = Callable[..., tuple[jax.Array, dict]]
 
@@ -141,6 +145,51 @@ def make_loss(loss_config) -> LossFn:
                              corruption_level=float(loss_config.get("corruption_level", 0.0)))
   raise ValueError(f"config.loss.name={loss_config.name!r} is not a known loss; "
                    f"choose one of {sorted(LOSSES)}")
+
+
+def loss_name(loss_fn: LossFn) -> str:
+  """"module:qualname" of a loss function, seen through ``functools.partial``: the identity a
+  workdir records (``vae_jax.workdir.check_loss``)."""
+  while isinstance(loss_fn, functools.partial):
+    loss_fn = loss_fn.func
+  qualname = getattr(loss_fn, "__qualname__", type(loss_fn).__qualname__)
+  return f"{getattr(loss_fn, '__module__', None) or '?'}:{qualname}"
+
+
+_ANNOTATED = {float: ((int, float), "a number"), int: ((int,), "an integer"),
+              bool: ((bool,), "True or False"), str: ((str,), "a string")}
+
+
+def bind_kwargs(loss_fn: LossFn, kwargs: Mapping, *, where: str = "config.loss.kwargs") -> LossFn:
+  """``loss_fn`` with the user's fields ``kwargs`` bound as keywords.
+
+  Raises ConfigError (before anything is compiled) for a name the function does not take, or a
+  value that does not match the parameter's annotation (float, int, bool, str)."""
+  kwargs = dict(kwargs or {})
+  if not kwargs:
+    return loss_fn
+  params = inspect.signature(loss_fn).parameters
+  takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+  base = loss_fn
+  while isinstance(base, functools.partial):
+    base = base.func
+  try:
+    hints = typing.get_type_hints(base)
+  except Exception:  # noqa: BLE001 (unresolvable annotations are not checked)
+    hints = {}
+  for name, value in kwargs.items():
+    p = params.get(name)
+    if p is None or p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_POSITIONAL):
+      if not takes_any:
+        keywords = [n for n, q in params.items() if q.kind is inspect.Parameter.KEYWORD_ONLY]
+        raise ConfigError(f"{where}.{name}={value!r} is invalid: the loss {loss_name(loss_fn)} "
+                          f"takes no keyword {name!r} (its keywords: {', '.join(keywords) or 'none'})")
+      continue
+    types, what = _ANNOTATED.get(hints.get(name), (None, None))
+    if types and (not isinstance(value, types) or (bool not in types and isinstance(value, bool))):
+      raise ConfigError(f"{where}.{name}={value!r} is invalid: {loss_name(loss_fn)} declares "
+                        f"{name} as {what}")
+  return functools.partial(loss_fn, **kwargs)
 
 
 # -- VQ-VAE (van den Oord et al. 2017) ------------------------------------------

@@ -147,3 +147,25 @@ def save_curves(curves: dict, path: str | Path, *, xlabel: str = "epoch", ylabel
   ax.grid(True, alpha=0.3)
   ax.legend(fontsize=8, frameon=False)
   return _save(fig, ax, path, title, dpi=110)
+
+
+def save_panels(panels: dict, path: str | Path, *, xlabel: str = "epoch", ylabels: dict | None = None,
+                title: str = "", reference: tuple[float, str] | None = None,
+                log_y: bool = False) -> Path:
+  """One panel per metric, stacked: {metric: {curve name: (x [N], y [N])}}; the reference line
+  (value, label) is drawn in the first panel."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig, axes = plt.subplots(len(panels), 1, figsize=(6.4, 1.0 + 3.2 * len(panels)), squeeze=False)
+  for i, (ax, (metric, curves)) in enumerate(zip(axes[:, 0], panels.items())):
+    for name, (x, y) in curves.items():
+      ax.plot(np.asarray(x), np.asarray(y), linewidth=1.2, label=str(name))
+    if reference is not None and i == 0:
+      ax.axhline(reference[0], color="k", linestyle="--", linewidth=1.0, label=reference[1])
+    if log_y:
+      ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel((ylabels or {}).get(metric, metric))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+  return _save(fig, axes[0, 0], path, title, dpi=110)

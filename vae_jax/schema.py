@@ -3,13 +3,18 @@
 One mechanism serves every trainer (the VAE's ``config.SCHEMA``, the VQ-VAE's and
 prior's in ``vae_jax.vq.config``, semi-supervised's in ``vae_jax.apps.ssl_config``).
 A ``Schema`` maps dotted field names ("model.latent_dims") to a spec (``Int``,
-``Float``, ``Bool``, ``Str``, ``Choice``, ``Sizes``) and declares, on the spec itself:
+``Float``, ``Bool``, ``Str``, ``Choice``, ``Sizes``, ``UserFields``) and declares, on the spec
+itself:
 
 * ``old=value``: the field was added after workdirs were first written; a
   workdir whose ``config.json`` lacks it ran with ``value``, so it loads,
   resumes and evaluates as before;
 * ``resumable=True``: the field may change between a run and its resumption
   (epochs, intervals, where the data lives).
+
+A ``UserFields`` section (the VAE's ``config.loss.kwargs``) is the declared place for
+a user's own fields: any name, holding numbers, strings, booleans or tuples of
+them, recorded in ``config.json`` and compared on resume like every field.
 
 ``Schema.validate`` refuses unknown and missing fields and values of the
 wrong type or range with one ``ConfigError`` naming the field, then runs the
@@ -142,6 +147,25 @@ class Sizes(Spec):
       return f"expected a non-empty tuple of such tuples ({inner})" if self.nested else f"expected {inner}"
 
 
+_USER_TYPES = (str, bool, np.bool_, int, float, np.integer, np.floating)
+
+
+@dataclasses.dataclass(frozen=True)
+class UserFields(Spec):
+  """A section whose fields the user names (``config.loss.kwargs.free_bits = 0.25``): each holds
+  a finite number, a string, a boolean or a tuple of them, so that ``config.json`` records it."""
+
+  def problem(self, v):
+    if not isinstance(v, Mapping):
+      return "expected a section of fields (a ConfigDict)"
+    for name, value in v.items():
+      items = value if isinstance(value, (tuple, list)) else (value,)
+      ok = all(isinstance(e, _USER_TYPES) and (not _is_number(e) or _finite(e)) for e in items)
+      if not ok:
+        return (f"{name}={value!r}: a user field holds a finite number, a string, a boolean or a "
+                "tuple of them")
+
+
 # The fields every trainer's loop reads (``vae_jax.loop``), declared once.
 def training_fields(*, schedules=("constant", "cosine")) -> dict[str, Spec]:
   return {
@@ -161,6 +185,7 @@ def training_fields(*, schedules=("constant", "cosine")) -> dict[str, Spec]:
       "checkpoint_every_epochs": Int(1, resumable=True),
       "keep_checkpoints": Int(1, 1000, resumable=True),
       "progress": Bool(resumable=True),
+      "notes": Str(old="", resumable=True),  # free text about the run, recorded in config.json
       "skip_nonfinite_updates": Bool(old=False, resumable=True),
       "skip_threshold": Float(0.0, 1e30, old=0.0, resumable=True),
       "debug_nans": Bool(old=False, resumable=True),
@@ -168,12 +193,15 @@ def training_fields(*, schedules=("constant", "cosine")) -> dict[str, Spec]:
   }
 
 
-def leaves(config, prefix=""):
-  """(dotted name, value) of every leaf; sections are anything with ``items``."""
+def leaves(config, prefix="", whole=()):
+  """(dotted name, value) of every leaf; sections are anything with ``items``. A section named in
+  ``whole`` (user-field sections) is one leaf: a dict."""
   for k, v in config.items():
     name = f"{prefix}{k}"
-    if hasattr(v, "items") and not isinstance(v, str):
-      yield from leaves(v, name + ".")
+    if name in whole:
+      yield name, dict(v.items()) if hasattr(v, "items") else v
+    elif hasattr(v, "items") and not isinstance(v, str):
+      yield from leaves(v, name + ".", whole)
     else:
       yield name, v
 
@@ -207,6 +235,10 @@ class Schema:
     return {n: s.old for n, s in self.fields.items() if s.old is not _NEW}
 
   @property
+  def user_sections(self) -> tuple[str, ...]:
+    return tuple(n for n, s in self.fields.items() if isinstance(s, UserFields))
+
+  @property
   def resumable(self) -> tuple[str, ...]:
     return tuple(n for n, s in self.fields.items() if s.resumable)
 
@@ -215,7 +247,12 @@ class Schema:
     if not hasattr(config, "items"):
       raise ConfigError(f"config={config!r} is invalid: expected an ml_collections.ConfigDict "
                         f"(see {self.example})")
-    values = dict(leaves(config))
+    values = dict(leaves(config, whole=self.user_sections))
+    for name in self.user_sections:  # an empty section has no leaves to show it
+      section, _, field = name.rpartition(".")
+      parent = config.get(section) if section else config
+      if name not in values and hasattr(parent, "items") and field in parent:
+        values[name] = {}
     sections = {f.rsplit(".", 1)[0] for f in self.fields if "." in f}
     for name in values:
       if name in self.fields:

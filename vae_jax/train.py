@@ -22,10 +22,11 @@ from vae_jax import checkpointing
 from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
-from vae_jax import evaluate as eval_lib
+from vae_jax import evaluation as eval_lib
 from vae_jax import loop
 from vae_jax import losses
 from vae_jax import models
+from vae_jax import workdir as workdir_lib
 from vae_jax.loop import NonFiniteError  # noqa: F401 (public name)
 from vae_jax.train_state import RunKeys, TrainState, global_norm, guard, skip_update  # noqa: F401
 from vae_jax.workdir import BEST_DIR, CHECKPOINTS, WorkdirError, checkpoint_dir  # noqa: F401
@@ -192,10 +193,17 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
     workdir: checkpoints, ``config.json``, ``metrics.jsonl`` and figures go here;
       rerunning with the same workdir resumes from the newest checkpoint.
     loss_fn: a per-example loss ``(model, params, x, key, *, kl_weight) -> (loss, aux)``
-      to use instead of ``config.loss`` (see ``vae_jax.losses``).
+      to use instead of ``config.loss`` (see ``vae_jax.losses``). The fields of
+      ``config.loss.kwargs`` are passed to it (or to the configured loss) as
+      keywords. The workdir records its "module:name" and refuses to resume
+      with another loss.
     datasets: ``{"train": Split, "validation": Split}`` to use instead of TFDS.
   """
   workdir = loop.open_workdir(config, workdir, config_lib.SCHEMA)
+  base_loss = loss_fn or losses.make_loss(config.loss)
+  workdir_lib.check_loss(workdir, losses.loss_name(base_loss), write=False)  # another loss: refused
+  loss_fn = losses.bind_kwargs(base_loss, config.loss.get("kwargs", {}))
+  workdir_lib.check_loss(workdir, losses.loss_name(base_loss), write=jax.process_index() == 0)
   model = config_lib.make_model(config)
   if datasets is None:
     datasets = load_datasets(config)
@@ -230,7 +238,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   state = create_train_state(model, keys.init, tx, output_bias=output_bias, pseudo_inputs=pseudo_inputs)
 
   warmup_steps = int(round(config.loss.warmup_epochs * steps_per_epoch))
-  step = jax.tree_util.Partial(train_step, model=model, loss_fn=loss_fn or losses.make_loss(config.loss),
+  step = jax.tree_util.Partial(train_step, model=model, loss_fn=loss_fn,
                                mode=config.data.mode, beta=config.loss.beta, warmup_steps=warmup_steps)
   val_images = datasets["validation"].images
   val_labels = labels.get("validation")

@@ -6,6 +6,7 @@
       checkpoints/      the newest checkpoints (``LATEST_DIR``), Orbax, by epoch
       best/             the checkpoint of the best validation score (``BEST_DIR``)
       figures/          PNGs written by the trainer
+      loss.json         which loss function trained it ("module:name"); a resume with another is refused
 
 Every write either completes or leaves the old file: a kill never leaves half a
 ``config.json``, and a metrics line cut short by a kill is dropped on resume.
@@ -26,6 +27,7 @@ LATEST_DIR = "checkpoints"
 BEST_DIR = "best"
 CHECKPOINTS = ("latest", "best")
 METRICS = "metrics.jsonl"
+LOSS = "loss.json"
 
 
 class WorkdirError(OSError):
@@ -104,3 +106,29 @@ def best_score(metrics_path: Path, best_epochs: list[int], metric: str) -> float
     if row.get("epoch") == best_epochs[-1] and row.get(metric) is not None:
       return float(row[metric])
   return None
+
+
+def _trained(workdir: Path) -> bool:
+  latest = workdir / LATEST_DIR
+  return (latest.is_dir() and any(latest.iterdir())) or bool(read_metrics(workdir))
+
+
+def check_loss(workdir: str | Path, name: str, *, write: bool = True) -> None:
+  """Records which loss function (``name``, "module:qualname") trains ``workdir``; refuses a
+  workdir that holds epochs trained with another one (its ``metrics.jsonl`` would mix two
+  objectives). A workdir with no epochs yet takes the new loss."""
+  workdir = Path(workdir)
+  path = workdir / LOSS
+  if path.exists():
+    recorded = json.loads(path.read_text()).get("loss")
+    if recorded != name and _trained(workdir):
+      raise WorkdirError(f"{workdir} was trained with the loss {recorded}, not {name}: resuming it "
+                         "with another loss would mix two objectives in one run. Pass the same "
+                         "loss_fn, or train in a new workdir.")
+    if recorded == name:
+      return
+  elif _trained(workdir):
+    log.warning("%s records no loss (written before losses were recorded); recording %s",
+                workdir, name)
+  if write:
+    write_atomic(path, json.dumps({"loss": name}, indent=2))

@@ -1,11 +1,13 @@
 """Evaluate a trained workdir: vae-jax evaluate --workdir DIR [--num_importance_samples K] [--split test]
 
-Restores the newest checkpoint and writes DIR/eval_<split>.json with the ELBO,
-its terms, the importance-sampled NLL (K samples), bits/dim and active units.
+Restores the newest checkpoint and writes DIR/eval_<split>_K<K>_n<images>.json
+with the ELBO, its terms, the importance-sampled NLL (K samples), bits/dim and
+active units, and what computed them (package versions, git commit, device):
+a quick check with another K or image count never overwrites a result.
 For a class-conditional model (config.model.num_classes > 0) every figure is
 given the image's label: ``nll`` is -log p(x | y) (``"conditional": true``).
 ``--checkpoint best`` evaluates the checkpoint of the epoch with the best
-validation NLL instead (DIR/best; output DIR/eval_<split>_best.json).
+validation NLL instead (DIR/best; the output name ends in _best.json).
 """
 
 import json
@@ -17,8 +19,9 @@ import jax
 from absl import app, flags
 
 from vae_jax import data as data_lib
-from vae_jax import evaluate as eval_lib
+from vae_jax import evaluation as eval_lib
 from vae_jax import parallel
+from vae_jax import provenance
 from vae_jax import train
 from vae_jax import cli
 
@@ -31,6 +34,11 @@ flags.DEFINE_integer("batch_size", None, "Images per device batch (default: conf
 flags.DEFINE_enum("checkpoint", "latest", list(train.CHECKPOINTS),
                   "latest: the newest checkpoint; best: the epoch with the best validation NLL "
                   "(what early stopping would keep).")
+
+
+def output_name(split: str, num_samples: int, num_images: int, checkpoint: str = "latest") -> str:
+  """eval_<split>_K<K>_n<images>[_best].json: one file per setting."""
+  return f"eval_{split}_K{num_samples}_n{num_images}{'_best' if checkpoint == 'best' else ''}.json"
 
 
 def main(argv):
@@ -61,7 +69,8 @@ def main(argv):
   result.update(split=FLAGS.split, checkpoint=FLAGS.checkpoint, conditional=bool(model.num_classes),
                 epoch=epoch, step=int(state.step),
                 seconds=time.perf_counter() - t0, device=str(jax.devices()[0].device_kind))
-  out = workdir / f"eval_{FLAGS.split}{'_best' if FLAGS.checkpoint == 'best' else ''}.json"
+  result.update(provenance.provenance())
+  out = workdir / output_name(FLAGS.split, k, len(images), FLAGS.checkpoint)
   out.write_text(json.dumps(result, indent=2))
   print(json.dumps(result, indent=2))
 

@@ -5,7 +5,8 @@
 On a prior workdir: the bound -log p(x|z_q) - log p_prior(z_q) in nats and
 bits/dim, next to the uniform-prior bound, the reconstruction NLL and the
 codebook usage (perplexity, fraction of codes used). On a VQ-VAE workdir: all
-but the prior terms. Writes WORKDIR/eval_<split>.json.
+but the prior terms. Writes WORKDIR/eval_<split>_n<images>.json, with what computed it
+(package versions, git commit, device).
 """
 
 import json
@@ -17,6 +18,7 @@ import jax
 from absl import app, flags
 
 from vae_jax import data as data_lib
+from vae_jax import provenance
 from vae_jax import train
 from vae_jax.vq import evaluate as vq_evaluate
 from vae_jax.vq import workdirs as vq_workdirs
@@ -51,7 +53,8 @@ def main(argv):
                 seconds=time.perf_counter() - t0, device=str(jax.devices()[0].device_kind))
   if prior is not None:
     result.update(prior_epoch=prior.epoch)
-  out = workdir / f"eval_{FLAGS.split}.json"
+  result.update(provenance.provenance())
+  out = workdir / f"eval_{FLAGS.split}_n{len(images)}.json"
   out.write_text(json.dumps(result, indent=2))
   print(json.dumps(result, indent=2))
 

@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.warmup_epochs = 0.0        # linear KL warm-up from 0 to beta
   config.loss.corruption = "none"        # autoencoder loss: none | mask | flip | gaussian (denoising)
   config.loss.corruption_level = 0.0     # probability (mask, flip) or noise sigma (gaussian)
+  config.loss.kwargs = ml_collections.ConfigDict()  # your loss's own fields, passed to it as keywords
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adam"         # adam | adamw | sgd
@@ -68,6 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 10
   config.keep_checkpoints = 2
   config.progress = True                 # progress bar with ETA
+  config.notes = ""                      # free text about the run, recorded in config.json
   config.num_devices = 0                 # data-parallel over this many devices (0 = all)
   # Non-finite numbers: by default a NaN / inf loss or gradient stops the run (step and term named).
   config.skip_nonfinite_updates = False  # True: skip such updates instead (counted in train_skipped_updates)

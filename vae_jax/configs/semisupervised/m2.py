@@ -61,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 1
   config.keep_checkpoints = 2
   config.progress = False
+  config.notes = ""                      # free text about the run, recorded in config.json
   config.num_devices = 0                 # data-parallel over this many devices (0 = all)
   config.skip_nonfinite_updates = False  # True: skip updates with a NaN / inf loss or gradient (counted)
   config.skip_threshold = 0.0            # > 0: also skip updates whose gradient norm exceeds it; 0 = off
