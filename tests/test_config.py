@@ -133,18 +133,21 @@ CHOICES = {"data.name": ("binarized_mnist", "mnist", "fashion_mnist", "cifar10")
            "optimizer.schedule": ("constant", "cosine", "burda")}
 BOOLS = ("data.download", "model.init_output_bias", "model.clip_logvar", "loss.analytic_kl", "progress",
          "skip_nonfinite_updates", "debug_nans")
-STRS = ("data.data_dir",)
+STRS = ("data.data_dir", "notes")
+USER_SECTIONS = ("loss.kwargs",)  # the user's own fields: any name (tests/test_api.py)
 SIZES = ("model.latent_dims", "model.conv_features")
 NESTED_SIZES = ("model.hidden_sizes",)
 ALL_FIELDS = (set(INTS) | set(FLOATS) | set(CHOICES) | set(BOOLS) | set(STRS) | set(SIZES)
-              | set(NESTED_SIZES))
+              | set(NESTED_SIZES) | set(USER_SECTIONS))
 
 ODD_OBJECTS = st.sampled_from([None, "", "1", "nan", [], {}, (), object(), b"1", 1j, math.nan])
 
 
 def leaf_names(cfg, prefix=""):
   for k, v in cfg.items():
-    if isinstance(v, dict):
+    if f"{prefix}{k}" in USER_SECTIONS:
+      yield f"{prefix}{k}"
+    elif isinstance(v, dict):
       yield from leaf_names(v, f"{prefix}{k}.")
     else:
       yield f"{prefix}{k}"

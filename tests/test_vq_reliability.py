@@ -299,12 +299,12 @@ VQ_SPEC = dict(
     choices={**TRAINING_CHOICES, "data.name": ("binarized_mnist", "mnist", "fashion_mnist", "cifar10"),
              "data.mode": ("static", "dynamic", "grey"), "model.name": ("vqvae",),
              "model.likelihood": ("bernoulli", "categorical", "logistic")},
-    bools=TRAINING_BOOLS + ("data.download", "vq.ema", "vq.restart"), strs=("data.data_dir",))
+    bools=TRAINING_BOOLS + ("data.download", "vq.ema", "vq.restart"), strs=("data.data_dir", "notes"))
 PRIOR_SPEC = dict(
     ints={**TRAINING_INTS, "model.features": (1, 2**16), "model.num_layers": (1, 256),
           "model.output_features": (1, 2**16), "model.num_classes": (0, 2**16)},
     floats=TRAINING_FLOATS, choices={**TRAINING_CHOICES, "model.name": ("gated_pixelcnn",)},
-    bools=TRAINING_BOOLS, strs=())
+    bools=TRAINING_BOOLS, strs=("notes",))
 
 
 def vq_leaf_names(cfg, prefix=""):

@@ -21,7 +21,7 @@ K = 5000 evaluation, 10,000 test images       104 s         147 s
 (``benchmarks/throughput.py`` with and without ``--individual_dot``: the MLP
 and IWAE rows are two runs of each, interleaved, of ``--models mlp,iwae
 --widths '' --skip_torch --iwae_examples 4000``, 2026-11-22; the conv row is
-README's two Speed runs and one ``--models conv --individual_dot`` run, with
+docs/speed.md's two runs and one ``--models conv --individual_dot`` run, with
 the conv forms of ``vae_jax/layers.py`` of that day; ``benchmarks/vq.py``;
 ``benchmarks/evaluation.py --compare_options``; the VampPrior row is
 ``vae_jax/configs/vampprior.py``'s second epoch.) So the library compiles

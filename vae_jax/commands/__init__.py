@@ -23,7 +23,7 @@ COMMANDS = {
     "train-prior": ("train_prior", "train a PixelCNN prior over a VQ-VAE's codes"),
     "evaluate-vqvae": ("evaluate_vqvae", "reconstruction, perplexity and NLL bound of a VQ-VAE"),
     "semisupervised": ("semisupervised", "M2 / M1+M2 semi-supervised classification"),
-    "train-classifier": ("train_classifier", "the MNIST classifier behind the CVAE's label accuracy"),
+    "train-classifier": ("train_classifier", "the MLP digit classifier that judges imputed images"),
 }
 
 

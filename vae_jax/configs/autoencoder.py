@@ -7,7 +7,7 @@ x -> 2 x 200 tanh -> 50-d code z = f(x) -> 2 x 200 tanh -> Bernoulli logits, on 
 binarized MNIST, trained on the reconstruction term -log p(x | f(x)) alone (the KL is
 exactly 0). Evaluation reports the test reconstruction error (``recon``, nats) and
 active units; there is no likelihood to estimate. Expected: a far lower recon than the
-VAE's (about 30-40 nats against the VAE's ~60+ after a short run; README's results
+VAE's (about 30-40 nats against the VAE's ~60+ after a short run; docs/priors_and_autoencoders.md's results
 table has the measured figures), and samples that are not digits
 (``vae-jax ae-samples``).
 """

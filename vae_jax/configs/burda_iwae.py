@@ -5,7 +5,7 @@
 
 Same as burda_vae.py with the K = 50 importance-weighted bound as the objective.
 Published test NLL (K = 5000): 87.10 nats. Each step decodes 50 samples per image,
-about 25x the VAE's cost: see README for what fits on a CPU.
+about 25x the VAE's cost: see docs/results_mnist.md for what fits on a CPU.
 """
 
 from vae_jax.configs import burda_vae

@@ -6,7 +6,7 @@
 Static binarized MNIST, Adam (eps 1e-4), Burda's schedule: 8 stages of 3^i epochs at
 lr 1e-3 * 10^(-i/7), 3280 epochs in all. Published test NLL (K = 5000): 88.71 nats.
 Shorter runs: --config.optimizer.burda_epoch_scale=0.5 (1641 epochs). Measured
-figures are in README's results table.
+figures are in docs/results_mnist.md.
 """
 
 from vae_jax.configs import default

@@ -14,7 +14,7 @@ Published test NLL (K = 5000): 81.09 nats. The same paper-vs-here differences as
 
 Cost: the four full-size 64-channel convolutions dominate (~0.3 GFLOP forward per
 image): an epoch takes minutes on a GPU and hours on a 2-core CPU. Measured
-figures (a reduced CPU run) are in README's results table.
+figures (a reduced CPU run) are in docs/priors_and_autoencoders.md.
 """
 
 from vae_jax.configs import vampprior

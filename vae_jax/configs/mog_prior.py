@@ -8,7 +8,7 @@ means and variances are trained with the rest (means start at N(0, 1) draws); th
 KL term is estimated by Monte Carlo. Everything else is ``vampprior.py``: 2 x 300
 gated layers, 40 latents, Adam 5e-4, KL warm-up over 100 epochs. Tomczak & Welling
 (2018, Table 1) report the mixture prior between the standard prior (~88.6) and the
-VampPrior (85.57) on static MNIST. Measured figures are in README's results table.
+VampPrior (85.57) on static MNIST. Measured figures are in docs/priors_and_autoencoders.md.
 """
 
 from vae_jax.configs import vampprior

@@ -17,7 +17,7 @@ validation bound, at most 2000 epochs) and normalize each parameter's gradient
 before Adam (their AdamNormGrad); here the run has a fixed 1000 epochs with plain
 Adam, and the logvar head is not clipped to [-6, 2]. Data init of the pseudo-inputs:
 ``--config.model.pseudo_inputs_init=data``. Measured figures (a short CPU run so
-far) are in README's results table.
+far) are in docs/priors_and_autoencoders.md.
 """
 
 from vae_jax.configs import default

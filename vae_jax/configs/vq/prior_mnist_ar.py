@@ -6,7 +6,7 @@
 
 Same network (8 gated layers of 32 channels); the K = 2 grids are cheap to
 model (about 30 s an epoch on 2 CPU cores), so it trains longer. Measured
-figures are in README's results table.
+figures are in docs/vqvae.md.
 """
 
 from vae_jax.configs.vq import prior_mnist

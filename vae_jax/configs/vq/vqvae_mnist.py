@@ -11,7 +11,7 @@ ReLU-3x3-ReLU-1x1) at MNIST size: 64 channels, 2 residual blocks of 32, two
 downsamplings 28 -> 14 -> 7. Bernoulli likelihood, beta = 0.25, EMA decay 0.99,
 codes restarted when their usage EMA falls below 0.03 assignments per step.
 Measured results (test bound with the PixelCNN prior, codebook usage, wall
-time on a 2-core CPU) are in README's results table. Every VQ-VAE config starts
+time on a 2-core CPU) are in docs/vqvae.md. Every VQ-VAE config starts
 from this one.
 """
 

@@ -13,7 +13,7 @@ binarization noise). Here the decoder ends in a 3-layer gated PixelCNN head
 over the pixels (16 channels, 3x3 / 1x3 masked kernels, reach 3 pixels),
 conditioned on the decoder's feature map: the pixels' local dependencies go
 to the head, and one bit per 7x7 cell (K = 2, at most 49 log 2 = 34 nats)
-describes the digit. Measured figures are in README's results table.
+describes the digit. Measured figures are in docs/vqvae.md.
 """
 
 from vae_jax.configs.vq import vqvae_mnist

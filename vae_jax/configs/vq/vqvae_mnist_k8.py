@@ -9,7 +9,7 @@ The likelihood bound -log p(x|z_q) - log p(z_q) trades reconstruction against
 the information in the codes, and VQ-VAE training sees only the first term:
 with K = 64 the codes also describe the binarization noise, which costs the
 prior more nats than it saves in reconstruction. Fewer codes lower the rate.
-Measured figures are in README's results table.
+Measured figures are in docs/vqvae.md.
 """
 
 from vae_jax.configs.vq import vqvae_mnist

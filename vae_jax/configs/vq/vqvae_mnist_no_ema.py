@@ -5,7 +5,7 @@
     vae-jax evaluate-vqvae --workdir runs/vqvae_mnist_no_ema
 
 The plain VQ-VAE of the paper's eq. 3. Its test-set codebook usage and
-perplexity, next to those of ``vqvae_mnist.py``, are in README's results table:
+perplexity, next to those of ``vqvae_mnist.py``, are in docs/vqvae.md:
 what EMA and restarts fix.
 """
 
