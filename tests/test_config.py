@@ -110,7 +110,7 @@ INTS = {"seed": (0, 2**32 - 1), "num_devices": (0, 2**16), "data.binarize_seed":
         "eval_num_samples": (1, 100_000), "checkpoint_every_epochs": (1, M), "keep_checkpoints": (1, 1000),
         "eval.num_importance_samples": (1, 10**7), "eval.batch_size": (1, M),
         "eval.chunk_size": (1, 100_000), "num_epochs": (1, M), "model.num_components": (1, M),
-        "model.num_classes": (0, 2**16)}
+        "model.num_classes": (0, 2**16), "loss.num_groups": (1, 100_000)}
 # (low, low excluded, high, high excluded)
 FLOATS = {"model.fixed_log_sigma": (-10, False, 5, False), "loss.beta": (0, False, 1e6, False),
           "loss.warmup_epochs": (0, False, 1e6, False), "optimizer.learning_rate": (0, True, 10, False),
@@ -118,7 +118,7 @@ FLOATS = {"model.fixed_log_sigma": (-10, False, 5, False), "loss.beta": (0, Fals
           "optimizer.eps": (0, True, 1, False), "optimizer.weight_decay": (0, False, 1e3, False),
           "optimizer.grad_clip_norm": (0, False, 1e12, False),
           "optimizer.burda_epoch_scale": (0, True, 1e3, False), "skip_threshold": (0, False, 1e30, False),
-          "loss.corruption_level": (0, False, 1, False)}
+          "loss.corruption_level": (0, False, 1, False), "loss.ciwae_beta": (0, False, 1, False)}
 CHOICES = {"data.name": ("binarized_mnist", "mnist", "fashion_mnist", "cifar10"),
            "data.mode": ("static", "dynamic", "grey"), "model.network": ("mlp", "conv"),
            "model.conv_implementation": ("auto", "patches", "xla"),
@@ -128,7 +128,8 @@ CHOICES = {"data.name": ("binarized_mnist", "mnist", "fashion_mnist", "cifar10")
            "model.kind": ("vae", "hvae", "autoencoder"),
            "model.prior": ("standard", "mog", "vamp", "conditional"),
            "model.pseudo_inputs_init": ("noise", "data"),
-           "loss.name": ("elbo", "iwae", "autoencoder"), "loss.corruption": ("none", "mask", "flip", "gaussian"),
+           "loss.name": ("elbo", "iwae", "miwae", "ciwae", "piwae", "autoencoder"),
+           "loss.gradient": ("reparam", "stl", "dreg"), "loss.corruption": ("none", "mask", "flip", "gaussian"),
            "optimizer.name": ("adam", "adamw", "sgd"),
            "optimizer.schedule": ("constant", "cosine", "burda")}
 BOOLS = ("data.download", "model.init_output_bias", "model.clip_logvar", "loss.analytic_kl", "progress",
@@ -352,6 +353,8 @@ def test_random_legal_values_are_accepted(data):
     value = 0  # conditioning needs labels and the plain VAE
   if field == "model.num_classes" and cfg["model"]["prior"] == "conditional":
     value = max(value, 1)  # p(z | y) needs classes
+  if field == "loss.num_groups" and cfg["loss"]["name"] not in ("miwae", "piwae"):
+    value = 1  # groups of draws are MIWAE's and PIWAE's
   if cfg["optimizer"]["schedule"] == "burda":
     if field == "num_epochs":
       cfg["optimizer"]["schedule"] = "constant"

@@ -60,6 +60,9 @@ FIELDS = {
     "loss.warmup_epochs": _S.Float(0.0, 1e6),
     "loss.corruption": _S.Choice(losses.CORRUPTIONS, old="none"),
     "loss.corruption_level": _S.Float(0.0, 1.0, old=0.0),  # a probability (mask, flip) or sigma on [0, 1] data
+    "loss.gradient": _S.Choice(losses.GRADIENTS, old="reparam"),  # the estimator (vae_jax.estimators)
+    "loss.num_groups": _S.Int(1, 100_000, old=1),  # M of MIWAE / PIWAE (M groups of num_samples)
+    "loss.ciwae_beta": _S.Float(0.0, 1.0, old=0.5),  # CIWAE: beta ELBO + (1 - beta) IWAE
     "loss.kwargs": _S.UserFields(old={}),  # the user's own loss fields, passed to the loss as keywords
     "optimizer.burda_stages": _S.Int(1, 12),
     "optimizer.burda_epoch_scale": _S.Float(0.0, 1e3, lo_open=True),
@@ -155,6 +158,17 @@ def _validate_kind_and_prior(values: dict) -> None:
   if not closed_form_prior and loss_name == "elbo" and values["loss.analytic_kl"]:
     _fail("loss.analytic_kl", True, f"the closed-form KL needs the standard prior (or, for one "
           f"layer, the conditional prior), not {prior!r}; set it to False for a Monte Carlo KL")
+  gradient, groups = values["loss.gradient"], values["loss.num_groups"]
+  if gradient == "dreg" and loss_name not in ("iwae", "miwae"):
+    _fail("loss.gradient", gradient, f"DReG is derived for the IWAE-type bounds: use loss.name "
+          f"'iwae' or 'miwae' (not {loss_name!r}), or gradient 'reparam' / 'stl'")
+  if gradient != "reparam" and loss_name in ("piwae", "autoencoder"):
+    _fail("loss.gradient", gradient, f"loss.name={loss_name!r} takes the 'reparam' gradient")
+  if gradient == "stl" and loss_name == "elbo" and values["loss.analytic_kl"]:
+    _fail("loss.analytic_kl", True, "the STL gradient is for the Monte Carlo KL: set it to False")
+  if groups != 1 and loss_name not in ("miwae", "piwae"):
+    _fail("loss.num_groups", groups, f"groups of draws are for loss.name 'miwae' or 'piwae', not "
+          f"{loss_name!r}: use 1")
   corruption = values["loss.corruption"]
   if corruption != "none" and loss_name != "autoencoder":
     _fail("loss.corruption", corruption, "input corruption is for the denoising autoencoder "

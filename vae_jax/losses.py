@@ -22,6 +22,7 @@ from typing import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from vae_jax import estimators
 from vae_jax.schema import ConfigError
 
 LossFn = Callable[..., tuple[jax.Array, dict]]
@@ -34,7 +35,8 @@ def _terms(model, params, x, key, num_samples, label=None):
 
 
 def elbo_loss(model, params, x: jax.Array, key: jax.Array, *, kl_weight=1.0,
-              num_samples: int = 1, analytic_kl: bool = True, label: jax.Array | None = None):
+              num_samples: int = 1, analytic_kl: bool = True, label: jax.Array | None = None,
+              gradient: str = "reparam"):
   """Negative (beta-)ELBO for one example.
 
   loss = -E_q[log p(x|z)] + kl_weight * KL(q(z|x) || p(z)),
@@ -45,10 +47,19 @@ def elbo_loss(model, params, x: jax.Array, key: jax.Array, *, kl_weight=1.0,
   ``label`` (int, conditional models only): the bound is then on log p(x | y),
   with q(z | x, y), p(x | z, y) and p(z) or p(z | y).
 
+  ``gradient="stl"``: the Monte Carlo KL with the "sticking the landing"
+  gradient (``vae_jax.estimators``; needs ``analytic_kl=False``).
+
   Returns:
     (loss, aux) with aux = {elbo, recon, kl}, all scalars in nats; ``elbo`` is the
     unweighted bound (kl_weight = 1) whatever the weight used for the loss.
   """
+  if gradient != "reparam":
+    if analytic_kl or gradient != "stl":
+      raise ValueError(f"gradient={gradient!r} with analytic_kl={analytic_kl}: the ELBO takes the "
+                       "STL gradient with a Monte Carlo KL (analytic_kl=False, gradient='stl')")
+    return estimators.elbo_stl_loss(model, params, x, key, kl_weight=kl_weight,
+                                    num_samples=num_samples, label=label)
   t = _terms(model, params, x, key, num_samples, label)
   recon = -jnp.mean(t["log_px_z"])
   if analytic_kl and "kl" in t:
@@ -66,7 +77,7 @@ def iwae_bound(log_weights: jax.Array) -> jax.Array:
 
 
 def iwae_loss(model, params, x: jax.Array, key: jax.Array, *, kl_weight=1.0,
-              num_samples: int = 50, label: jax.Array | None = None):
+              num_samples: int = 50, label: jax.Array | None = None, gradient: str = "reparam"):
   """Negative importance-weighted bound L_K for one example (Burda et al. 2016, eq. 8).
 
   L_K = log 1/K sum_k p(x, z_k) / q(z_k | x), z_k ~ q(z | x). With K = 1 it is the
@@ -74,10 +85,16 @@ def iwae_loss(model, params, x: jax.Array, key: jax.Array, *, kl_weight=1.0,
   each weight (1 gives the true bound). With a ``label`` (conditional models) it
   bounds log p(x | y).
 
+  ``gradient``: "reparam" (the bound's own), "dreg" (doubly reparameterized
+  encoder gradient) or "stl" (``vae_jax.estimators``); the value is the same.
+
   Returns:
     (loss, aux) with aux = {iwae, elbo, recon, kl}: the bound, the ELBO estimated
     from the same samples, and its two terms.
   """
+  if gradient != "reparam":
+    return estimators.iwae_estimator_loss(model, params, x, key, kl_weight=kl_weight,
+                                          num_samples=num_samples, gradient=gradient, label=label)
   t = _terms(model, params, x, key, num_samples, label)
   log_ratio = t["log_pz"] - t["log_qz"]
   bound = iwae_bound(t["log_px_z"] + kl_weight * log_ratio)
@@ -130,16 +147,28 @@ def autoencoder_loss(model, params, x: jax.Array, key: jax.Array, *, kl_weight=1
   return recon, dict(recon=recon, kl=jnp.zeros_like(recon))
 
 
-LOSSES = {"elbo": elbo_loss, "iwae": iwae_loss, "autoencoder": autoencoder_loss}
+LOSSES = {"elbo": elbo_loss, "iwae": iwae_loss, "miwae": estimators.miwae_loss,
+          "ciwae": estimators.ciwae_loss, "piwae": estimators.piwae_loss,
+          "autoencoder": autoencoder_loss}
+GRADIENTS = estimators.GRADIENTS
 
 
 def make_loss(loss_config) -> LossFn:
   """The configured loss with its hyperparameters bound (``config.loss``)."""
-  if loss_config.name == "elbo":
-    return functools.partial(elbo_loss, num_samples=loss_config.num_samples,
-                             analytic_kl=loss_config.analytic_kl)
-  if loss_config.name == "iwae":
-    return functools.partial(iwae_loss, num_samples=loss_config.num_samples)
+  name, gradient = loss_config.name, loss_config.get("gradient", "reparam")
+  k, groups = loss_config.num_samples, loss_config.get("num_groups", 1)
+  if name == "elbo":
+    return functools.partial(elbo_loss, num_samples=k, analytic_kl=loss_config.analytic_kl,
+                             gradient=gradient)
+  if name == "iwae":
+    return functools.partial(iwae_loss, num_samples=k, gradient=gradient)
+  if name == "miwae":
+    return functools.partial(estimators.miwae_loss, num_samples=k, num_groups=groups, gradient=gradient)
+  if name == "ciwae":
+    return functools.partial(estimators.ciwae_loss, num_samples=k, gradient=gradient,
+                             beta=loss_config.get("ciwae_beta", 0.5))
+  if name == "piwae":
+    return functools.partial(estimators.piwae_loss, num_samples=k, num_groups=groups)
   if loss_config.name == "autoencoder":
     return functools.partial(autoencoder_loss, corruption=loss_config.get("corruption", "none"),
                              corruption_level=float(loss_config.get("corruption_level", 0.0)))

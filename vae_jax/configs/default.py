@@ -41,8 +41,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_classes = 0           # > 0: class-conditional VAE on labels in [0, num_classes)
 
   config.loss = ml_collections.ConfigDict()
-  config.loss.name = "elbo"              # elbo | iwae | autoencoder (reconstruction only)
+  config.loss.name = "elbo"              # elbo | iwae | miwae | ciwae | piwae | autoencoder
   config.loss.num_samples = 1            # L for the ELBO, K for the IWAE bound
+  config.loss.gradient = "reparam"       # reparam | stl | dreg (vae_jax.estimators)
+  config.loss.num_groups = 1             # M of MIWAE / PIWAE: M groups of num_samples draws
+  config.loss.ciwae_beta = 0.5           # CIWAE: beta ELBO + (1 - beta) IWAE
   config.loss.analytic_kl = True
   config.loss.beta = 1.0                 # KL weight (beta-VAE)
   config.loss.warmup_epochs = 0.0        # linear KL warm-up from 0 to beta

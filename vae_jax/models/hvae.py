@@ -154,6 +154,24 @@ class HVAE(vae.VAE):
     log_px_z = self.log_likelihood(x, self.decode(z1, z2))
     return dict(log_px_z=log_px_z, log_pz=log_pz, log_qz=log_qz, mean=mean2, logvar=logvar2)
 
+  # -- the pieces of log w, for gradient estimators (``vae_jax.estimators``) ----
+  def sample_posterior(self, x: jax.Array, key: jax.Array, num_samples: int) -> tuple[jax.Array, jax.Array]:
+    """(z_1, z_2), each [K, D_l]: the draws ``__call__`` makes with ``key``."""
+    key2, key1 = jax.random.split(key)
+    z2 = dist.gaussian_sample(key2, *self.encode(x), (num_samples,))
+    return dist.gaussian_sample(key1, *self.encode_z1(x, z2)), z2
+
+  def log_posterior(self, x: jax.Array, zs: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """log q(z_2 | x) + log q(z_1 | x, z_2), [K]."""
+    z1, z2 = zs
+    return dist.gaussian_log_prob(z2, *self.encode(x)) + dist.gaussian_log_prob(z1, *self.encode_z1(x, z2))
+
+  def log_joint(self, x: jax.Array, zs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """(log p(x | z_1, z_2), log p(z_2) + log p(z_1 | z_2)), each [K]."""
+    z1, z2 = zs
+    log_pz = self.prior_log_prob(z2) + dist.gaussian_log_prob(z1, *self.prior_z1(z2))
+    return self.log_likelihood(x, self.decode(z1, z2)), log_pz
+
   def generate(self, key: jax.Array, num_samples: int) -> jax.Array:
     """z_2 ~ p(z_2), z_1 ~ p(z_1 | z_2); returns E[x | z_1, z_2]."""
     key2, key1 = jax.random.split(key)

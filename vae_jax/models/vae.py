@@ -300,6 +300,39 @@ class VAE(nn.Module):
       out["kl"] = self.kl_to_prior(mean1, logvar1, label)
     return out
 
+  # -- the pieces of log w = log p(x, z) - log q(z | x), for gradient estimators
+  # (``vae_jax.estimators``): the draws, log q and log p can then be taken with
+  # different parameters (held fixed or not) while the decoder runs once.
+  def sample_posterior(self, x: jax.Array, key: jax.Array, num_samples: int,
+                       label: jax.Array | None = None) -> tuple[jax.Array, ...]:
+    """(z_1, ..., z_L), each [K, D_l], z ~ q(z | x[, y]): the draws ``__call__`` makes with ``key``."""
+    keys = jax.random.split(key, len(self.latent_dims))
+    mean, logvar = self.encode(x, label)
+    zs = [dist.gaussian_sample(keys[0], mean, logvar, (num_samples,))]
+    for l in range(1, len(self.latent_dims)):
+      mean, logvar = self.enc_heads[l](self.enc_trunks[l - 1](zs[-1]))
+      zs.append(dist.gaussian_sample(keys[l], mean, logvar))
+    return tuple(zs)
+
+  def log_posterior(self, x: jax.Array, zs: tuple[jax.Array, ...],
+                    label: jax.Array | None = None) -> jax.Array:
+    """log q(z_1, ..., z_L | x[, y]) of ``sample_posterior``'s draws, [K]."""
+    mean, logvar = self.encode(x, label)
+    log_q = dist.gaussian_log_prob(zs[0], mean, logvar)
+    for l in range(1, len(self.latent_dims)):
+      mean, logvar = self.enc_heads[l](self.enc_trunks[l - 1](zs[l - 1]))
+      log_q = log_q + dist.gaussian_log_prob(zs[l], mean, logvar)
+    return log_q
+
+  def log_joint(self, x: jax.Array, zs: tuple[jax.Array, ...],
+                label: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """(log p(x | z_1[, y]), log p(z_1, ..., z_L[ | y])) of the draws ``zs``, each [K]."""
+    log_pz = self.prior_log_prob(zs[-1], label)
+    for l in range(len(self.latent_dims) - 1, 0, -1):
+      mean, logvar = self.dec_heads[l - 1](self.dec_trunks[l - 1](zs[l]))
+      log_pz = log_pz + dist.gaussian_log_prob(zs[l - 1], mean, logvar)
+    return self.log_likelihood(x, self.decode(zs[0], label)), log_pz
+
   def kl_to_prior(self, mean: jax.Array, logvar: jax.Array, label: jax.Array | None = None) -> jax.Array:
     """Closed-form KL(N(mean, exp(logvar)) || p(z_1[ | y])) for one layer: N(0, I) or the class prior."""
     return priors.get(self.prior).kl(self, mean, logvar, label)
