@@ -17,6 +17,8 @@ its evaluation. The loop owns everything else, the same for every model:
 * checkpoints: the latest ones every ``checkpoint_every_epochs`` and at the
   end, and the best one by a validation metric; resume from the newest
   intact checkpoint (``vae_jax.checkpointing``);
+* the workdir lock: one run at a time in a workdir, taken by ``open_workdir``
+  before any data is loaded (``vae_jax.lock``); process 0 holds it;
 * ``metrics.jsonl`` (one row per epoch) and the progress bar.
 
 The config check of a resumed workdir is ``open_workdir`` (``vae_jax.schema``).
@@ -40,6 +42,7 @@ import numpy as np
 from vae_jax import checkpointing
 from vae_jax import compilation
 from vae_jax import data as data_lib
+from vae_jax import lock
 from vae_jax import parallel
 from vae_jax import schema
 from vae_jax import workdir as workdir_lib
@@ -88,12 +91,28 @@ class Trainer:
 
 
 def open_workdir(config, workdir: str | Path, config_schema: schema.Schema) -> Path:
-  """Validates ``config``, creates ``workdir`` (WorkdirError if it cannot be written) and
-  refuses one that holds a run of another config, listing the differences. No compute."""
+  """Validates ``config``, creates ``workdir`` (WorkdirError if it cannot be written), takes its
+  lock (WorkdirError naming the run that holds it) and refuses one that holds a run of another
+  config, listing the differences. No compute.
+
+  The lock is held until ``fit`` ends or, inside a ``lock.scoped`` call (every
+  trainer's entry point), until that call ends.
+  """
   config_schema.validate(config)
   workdir = workdir_lib.prepare(workdir)
-  config_schema.check_resume(config, workdir)
+  taken = take_lock(workdir)
+  try:
+    config_schema.check_resume(config, workdir)
+  except BaseException:
+    if taken:
+      lock.release(workdir)
+    raise
   return workdir
+
+
+def take_lock(workdir: Path) -> bool:
+  """``lock.acquire`` on process 0 (the others run beside it); -> whether it was taken now."""
+  return jax.process_index() == 0 and lock.acquire(workdir)
 
 
 def make_mesh(config) -> jax.sharding.Mesh:
@@ -215,6 +234,15 @@ def fit(config, workdir: str | Path, trainer: Trainer, *, mesh: jax.sharding.Mes
     num_epochs: the run's length (default ``config.num_epochs``).
   """
   workdir = workdir_lib.prepare(workdir)
+  taken = take_lock(workdir)
+  try:
+    return _fit(config, workdir, trainer, mesh=mesh, num_epochs=num_epochs)
+  finally:
+    if taken or not lock.in_scope():
+      lock.release(workdir)
+
+
+def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
   mesh = make_mesh(config) if mesh is None else mesh
   n = num_examples(trainer.data)
   steps_per_epoch = n // config.batch_size

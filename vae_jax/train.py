@@ -23,6 +23,7 @@ from vae_jax import compilation
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import evaluation as eval_lib
+from vae_jax import lock
 from vae_jax import loop
 from vae_jax import losses
 from vae_jax import models
@@ -184,6 +185,7 @@ def load_datasets(config) -> dict[str, data_lib.Split]:
   return {s: data_lib.load_split(config.data, s) for s in ("train", "validation")}
 
 
+@lock.scoped
 def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | None = None,
                        datasets: dict[str, data_lib.Split] | None = None) -> tuple[TrainState, dict]:
   """Trains (or resumes) the configured VAE in ``workdir``; returns (state, last metrics).

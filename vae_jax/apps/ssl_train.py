@@ -21,6 +21,7 @@ import ml_collections
 
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
+from vae_jax import lock
 from vae_jax import loop
 from vae_jax import workdir as workdir_lib
 from vae_jax.apps import m1 as m1_lib
@@ -42,6 +43,7 @@ def make_m2(config, input_shape, likelihood: str) -> ssl.M2:
                 activation=config.m2.activation, likelihood=likelihood)
 
 
+@lock.scoped
 def run(config, workdir: str | Path, *, splits: dict[str, data_lib.Split] | None = None) -> dict:
   """Trains (or resumes) the configured method in ``workdir``; returns its results row.
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
+from vae_jax import lock
 from vae_jax import loop
 from vae_jax import losses
 from vae_jax.train_state import RunKeys, global_norm
@@ -79,6 +80,7 @@ def check_datasets(datasets, image_shape, mode):
     data_lib.check_images(split.images, image_shape, what=f"{name} images", binary=mode == "static")
 
 
+@lock.scoped
 def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | None = None,
                        datasets: dict[str, data_lib.Split] | None = None) -> tuple[VQTrainState, dict]:
   """Trains (or resumes) the configured VQ-VAE in ``workdir``; returns (state, last metrics).

@@ -18,6 +18,7 @@ import numpy as np
 
 from vae_jax import config as config_lib
 from vae_jax import data as data_lib
+from vae_jax import lock
 from vae_jax import loop
 from vae_jax import losses
 from vae_jax import workdir as workdir_lib
@@ -60,6 +61,7 @@ def _labels(split: data_lib.Split, prior, name: str):
   return labels.astype(np.int32)
 
 
+@lock.scoped
 def train_prior(config, workdir: str | Path, *, datasets: dict[str, data_lib.Split] | None = None,
                 loss_fn: losses.LossFn | None = None) -> tuple[TrainState, dict]:
   """Fits the configured prior to the codes of the VQ-VAE in ``config.vqvae_workdir``.
