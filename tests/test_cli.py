@@ -1,6 +1,8 @@
 """The commands: misspelled overrides and named errors in one line, Ctrl-C ends a run cleanly."""
 
+import ast
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +65,32 @@ def test_ctrl_c_ends_a_run_with_one_line_and_the_same_command_resumes(tmp_path):
   assert err.strip().splitlines()[-1] == (f"interrupted: the checkpoints written so far in {workdir} are "
                                           "kept; rerun the same command to resume")
   assert (workdir / "checkpoints").is_dir()
+
+
+@requires_binarized_mnist
+def test_a_run_logs_one_line_per_epoch_and_its_rerun_prints_the_final_metrics(tmp_path):
+  workdir = tmp_path / "w"
+  args = ("vae_jax.commands.train", "--workdir", str(workdir), "--config.num_epochs=2", "--config.progress=False",
+          "--config.eval_every_epochs=2", "--config.eval_num_samples=2", "--config.model.hidden_sizes=((8,),)",
+          "--config.model.latent_dims=(2,)")
+  proc = command(*args)
+  out, err = proc.communicate(timeout=240)
+  assert proc.returncode == 0, err[-2000:]
+  lines = [line.split("] ", 1)[1] for line in err.splitlines() if "] epoch " in line]
+  assert len(lines) == 2, err[-2000:]
+  assert re.fullmatch(r"epoch 1/2  train_loss [\d.]+  \d+\.\d s", lines[0]), lines[0]
+  assert re.fullmatch(r"epoch 2/2  train_loss [\d.]+  val_elbo -[\d.]+  val_nll [\d.]+  \d+\.\d s", lines[1])
+  final = ast.literal_eval(out.strip().splitlines()[-1])
+  assert final["epoch"] == 2 and "val_nll" in final
+
+  proc = command(*args)
+  out, err = proc.communicate(timeout=240)
+  assert proc.returncode == 0, err[-2000:]
+  assert ast.literal_eval(out.strip().splitlines()[-1]) == final  # the finished run's metrics, not {}
+  done = re.search(rf"run complete: {re.escape(str(workdir))} has all 2 epochs \(best val_nll ([\d.]+) at "
+                   r"epoch (\d)\); nothing to train", err)
+  assert done and float(done[1]) == pytest.approx(final["val_nll"], abs=1e-3) and done[2] == "2", err[-2000:]
+  assert "] epoch " not in err
 
 
 def test_evaluate_refuses_k_below_one_before_reading_anything(tmp_path):

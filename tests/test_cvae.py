@@ -207,6 +207,20 @@ def test_bad_labels_are_named_before_training(tmp_path, labels, match):
   assert not (tmp_path / "checkpoints").exists()
 
 
+def test_the_samples_figure_of_a_cvae_has_one_row_per_class():
+  model = config_lib.make_model(tiny_config(**CVAE))
+  params = models.init_params(model, jax.random.key(0))
+  data = labelled(np.arange(64) % 10)
+  figs = train.figures(model, params, data["validation"].images, jax.random.key(1), "dynamic",
+                       np.arange(64) % 10)
+  samples = figs["samples"]
+  assert samples.images.shape == (100, 28, 28, 1) and samples.ncols == 10
+  assert "one row per class" in samples.caption
+  np.testing.assert_array_equal(samples.images, train.class_samples(
+      model, params, jax.random.split(jax.random.fold_in(jax.random.key(1), 1))[0]))
+  assert figs["reconstructions"].images.shape == (64, 28, 28, 1)  # 32 originals, 32 reconstructions
+
+
 def test_bad_labels_at_evaluation_and_in_the_model_are_named():
   model, params = cvae_model(), cvae_params()
   images = np.zeros((4, lg.D, 1, 1), np.uint8)

@@ -35,6 +35,9 @@ from vae_jax.vq import train_prior as vq_prior
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINERS = ("vae", "vqvae", "prior", "m2")
+# The figures each trainer writes at every evaluation (the VQ-VAE has no samples without a prior).
+FIGURES = {"vae": ["reconstructions.png", "samples.png"], "vqvae": ["reconstructions.png"],
+           "prior": ["samples.png"], "m2": ["samples.png"]}
 STEPS_PER_EPOCH = 4  # every trainer below: 64 training examples in batches of 16
 
 
@@ -114,6 +117,7 @@ def test_a_resumed_run_ends_identical_to_an_uninterrupted_one(kind, tmp_path, vq
   assert e_full == e_res == 3
   jax.tree.map(np.testing.assert_array_equal, p_full, p_res)
   assert checkpointing.Checkpointer(tmp_path / "resumed" / workdir_lib.BEST_DIR).epochs()  # a best one kept
+  assert sorted(p.name for p in (tmp_path / "full" / "figures").iterdir()) == FIGURES[kind]
 
 
 def poison_from(step_index: int):

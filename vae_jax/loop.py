@@ -19,7 +19,10 @@ its evaluation. The loop owns everything else, the same for every model:
   intact checkpoint (``vae_jax.checkpointing``);
 * the workdir lock: one run at a time in a workdir, taken by ``open_workdir``
   before any data is loaded (``vae_jax.lock``); process 0 holds it;
-* ``metrics.jsonl`` (one row per epoch) and the progress bar.
+* ``metrics.jsonl`` (one row per epoch), the progress bar or one log line per
+  epoch, TensorBoard events and the trainer's figures at every evaluation,
+  titled with the run and the epoch (``vae_jax.summaries``);
+* a finished run rerun: one line saying so, and its last metrics row.
 
 The config check of a resumed workdir is ``open_workdir`` (``vae_jax.schema``).
 """
@@ -45,6 +48,7 @@ from vae_jax import data as data_lib
 from vae_jax import lock
 from vae_jax import parallel
 from vae_jax import schema
+from vae_jax import summaries
 from vae_jax import workdir as workdir_lib
 from vae_jax.nonfinite import (  # noqa: F401 (public names)
     NonFiniteError, check_validation, debug_nans, first_non_finite, run_epoch)
@@ -72,9 +76,10 @@ class Trainer:
       gets ``(batch, fixed_data)`` (M2's labelled subset).
     best_metric: the validation metric (a key of ``evaluate``'s result) that
       the checkpoint in ``best/`` minimizes; None keeps no best checkpoint.
-    on_end: ``state -> None``, run after the last epoch on the state fetched to
-      the host (figures).
-    postfix: row names shown on the progress bar.
+    figures: ``state -> {name: summaries.Figure or (images, caption)}``, called
+      at every evaluation on the state fetched to the host (on process 0); the
+      loop saves ``figures/NAME.png`` and sends them to TensorBoard. Keep it cheap.
+    postfix: row names shown on the progress bar and in the per-epoch log line.
     compile_options: XLA options of the epoch (``vae_jax.compilation``).
   """
   state: Any
@@ -85,7 +90,7 @@ class Trainer:
   keys: RunKeys
   fixed_data: Any = None
   best_metric: str | None = None
-  on_end: Callable[[Any], None] | None = None
+  figures: Callable[[Any], dict] | None = None
   postfix: tuple[str, ...] = ("train_loss",)
   compile_options: dict | None = None
 
@@ -225,10 +230,13 @@ def fit(config, workdir: str | Path, trainer: Trainer, *, mesh: jax.sharding.Mes
         num_epochs: int | None = None):
   """Runs (or resumes) the training of ``trainer`` in ``workdir``; returns (state, last metrics row).
 
+  A workdir that already holds every epoch is not trained again: one line says
+  so and the last row of its ``metrics.jsonl`` is returned.
+
   Args:
     config: a validated config with the loop's fields (``schema.training_fields``).
     workdir: from ``open_workdir``; ``config.json`` is written here, then
-      ``checkpoints/``, ``best/`` and ``metrics.jsonl``.
+      ``checkpoints/``, ``best/``, ``metrics.jsonl``, ``tensorboard/`` and ``figures/``.
     trainer: the model family's state, step, data and evaluation.
     mesh: the devices (default ``make_mesh(config)``).
     num_epochs: the run's length (default ``config.num_epochs``).
@@ -240,6 +248,26 @@ def fit(config, workdir: str | Path, trainer: Trainer, *, mesh: jax.sharding.Mes
   finally:
     if taken or not lock.in_scope():
       lock.release(workdir)
+
+
+def _resume(workdir: Path, state, ckpt: checkpointing.Checkpointer) -> tuple[int, Any]:
+  """(epoch, state) of the newest intact checkpoint (0 and ``state`` if none); ``metrics.jsonl``
+  cut back to that epoch, with a warning when it lacks rows the checkpoint holds."""
+  ckpt.clean_up_after_crash()
+  start_epoch, restored = ckpt.restore_latest(state, set_aside_unreadable=True)
+  if restored is not None:
+    state = restored
+    log.info("resuming %s from epoch %d (step %d)", workdir, start_epoch, int(state.step))
+  metrics_path = workdir / workdir_lib.METRICS
+  workdir_lib.truncate_metrics(metrics_path, start_epoch)
+  if start_epoch:
+    recorded = {r.get("epoch") for r in workdir_lib.read_metrics(workdir)}
+    missing = [e for e in range(1, start_epoch + 1) if e not in recorded]
+    if missing:
+      log.warning("%s has no rows for epochs %s of the %d the checkpoint holds (deleted or edited?); "
+                  "the run resumes from epoch %d and the file will lack them", metrics_path,
+                  _epoch_ranges(missing), start_epoch, start_epoch + 1)
+  return start_epoch, state
 
 
 def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
@@ -261,20 +289,8 @@ def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
   state = parallel.replicate(trainer.state, mesh)
 
   ckpt = checkpointing.Checkpointer(workdir / workdir_lib.LATEST_DIR, max_to_keep=config.keep_checkpoints)
-  ckpt.clean_up_after_crash()
-  start_epoch, restored = ckpt.restore_latest(state, set_aside_unreadable=True)
-  if restored is not None:
-    state = restored
-    log.info("resuming %s from epoch %d (step %d)", workdir, start_epoch, int(state.step))
+  start_epoch, state = _resume(workdir, state, ckpt)
   metrics_path = workdir / workdir_lib.METRICS
-  workdir_lib.truncate_metrics(metrics_path, start_epoch)
-  if start_epoch:
-    recorded = {r.get("epoch") for r in workdir_lib.read_metrics(workdir)}
-    missing = [e for e in range(1, start_epoch + 1) if e not in recorded]
-    if missing:
-      log.warning("%s has no rows for epochs %s of the %d the checkpoint holds (deleted or edited?); "
-                  "the run resumes from epoch %d and the file will lack them", metrics_path,
-                  _epoch_ranges(missing), start_epoch, start_epoch + 1)
   best_ckpt, best = None, math.inf
   if trainer.best_metric is not None:
     best_ckpt = checkpointing.Checkpointer(workdir / workdir_lib.BEST_DIR, max_to_keep=1)
@@ -285,13 +301,30 @@ def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
     score = workdir_lib.best_score(metrics_path, best_ckpt.epochs(), f"val_{trainer.best_metric}")
     best = math.inf if score is None else score
 
-  last = {}
   epochs = range(start_epoch + 1, total_epochs + 1)
-  bar = None
-  if config.progress and len(epochs):
-    from tqdm.auto import tqdm
-    bar = tqdm(total=total_epochs, initial=start_epoch, desc="train", unit="epoch")
+  if not len(epochs):
+    try:
+      best_epochs = best_ckpt.epochs() if best_ckpt is not None else []
+      log.info("%s", summaries.complete_line(
+          workdir, start_epoch, total_epochs, best_metric=trainer.best_metric,
+          best_score=None if math.isinf(best) else best, best_epoch=max(best_epochs, default=None)))
+      rows = workdir_lib.read_metrics(workdir)
+      return state, rows[-1] if rows else {}
+    finally:
+      ckpt.close()
+      if best_ckpt is not None:
+        best_ckpt.close()
+
+  last, bar, reporter = {}, None, None
+  best_name = (f"val_{trainer.best_metric}",) if trainer.best_metric else ()
+  names = tuple(dict.fromkeys(trainer.postfix + best_name))  # the per-epoch log line's columns
+  main = jax.process_index() == 0
   try:
+    reporter = summaries.Reporter(workdir, start_epoch=start_epoch, total_epochs=total_epochs,
+                                  names=names, log_epochs=not config.progress, enabled=main)
+    if config.progress:
+      from tqdm.auto import tqdm
+      bar = tqdm(total=total_epochs, initial=start_epoch, desc="train", unit="epoch")
     with debug_nans(bool(config.debug_nans)):
       for epoch in epochs:
         t0 = time.perf_counter()
@@ -302,9 +335,11 @@ def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
                "examples_per_s": steps_per_epoch * config.batch_size / seconds,
                "learning_rate": float(trainer.schedule(int(state.step) - 1))}
         row.update(train_row)
-        if epoch % config.eval_every_epochs == 0 or epoch == total_epochs:
+        evaluated = epoch % config.eval_every_epochs == 0 or epoch == total_epochs
+        if evaluated:
           row.update({f"val_{k}": v for k, v in trainer.evaluate(state).items()})
         workdir_lib.append_jsonl(metrics_path, row)  # recorded as it is, NaN included
+        reporter.epoch(row)
         check_validation(row, epoch, ckpt)
         last = row
         score = row.get(f"val_{trainer.best_metric}")
@@ -314,15 +349,18 @@ def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
             best = score
           if epoch % config.checkpoint_every_epochs == 0 or epoch == total_epochs:
             ckpt.save(epoch, state)
+        if evaluated and trainer.figures is not None and main:
+          # On the host: figures mix the state with arrays of other devices.
+          reporter.figures(trainer.figures(jax.device_get(state)), epoch)
         if bar is not None:
           bar.update(1)
           bar.set_postfix({k.removeprefix("train_"): f"{row[k]:.4g}" for k in trainer.postfix if k in row})
   finally:
     if bar is not None:
       bar.close()
+    if reporter is not None:
+      reporter.close()
     ckpt.close()
     if best_ckpt is not None:
       best_ckpt.close()
-  if trainer.on_end is not None:  # on the host: figures mix the state with arrays of other devices
-    trainer.on_end(jax.device_get(state))
   return state, last

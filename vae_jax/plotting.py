@@ -54,16 +54,23 @@ def save_grid(images: np.ndarray, path: str | Path, *, ncols: int | None = None,
   return _save(fig, ax, path, title, dpi=120)
 
 
-def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray,
-                         path: str | Path, ncols: int = 16) -> Path:
-  """Rows alternate: originals, then their reconstructions below them."""
+def interleave_rows(originals: np.ndarray, reconstructions: np.ndarray,
+                    ncols: int = 16) -> tuple[np.ndarray, int]:
+  """(images, ncols) of a grid whose rows alternate: ``ncols`` originals, then their
+  reconstructions below them (whole rows only, when there are enough images)."""
   n = min(len(originals), len(reconstructions)) // ncols * ncols or len(originals)
   ncols = min(ncols, n)
   rows = []
   for start in range(0, n, ncols):
     rows += [originals[start:start + ncols], reconstructions[start:start + ncols]]
-  return save_grid(np.concatenate(rows), path, ncols=ncols,
-                   title="originals (odd rows) and reconstructions (even rows)")
+  return np.concatenate(rows), ncols
+
+
+def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray,
+                         path: str | Path, ncols: int = 16) -> Path:
+  """Rows alternate: originals, then their reconstructions below them."""
+  images, ncols = interleave_rows(originals, reconstructions, ncols)
+  return save_grid(images, path, ncols=ncols, title="originals (odd rows) and reconstructions (even rows)")
 
 
 # -- latent maps -----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from vae_jax import lock
 from vae_jax import loop
 from vae_jax import losses
 from vae_jax import models
+from vae_jax import summaries
 from vae_jax import workdir as workdir_lib
 from vae_jax.loop import NonFiniteError  # noqa: F401 (public name)
 from vae_jax.train_state import RunKeys, TrainState, global_norm, guard, skip_update  # noqa: F401
@@ -254,8 +255,8 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   trainer = loop.Trainer(
       state=state, step=step, data=train_images, evaluate=validate, schedule=schedule, keys=keys,
       best_metric="recon" if model.deterministic else "nll",
-      on_end=lambda state: _save_figures(model, state.params, val_images, keys.eval, config.data.mode,
-                                         workdir, val_labels),
+      figures=lambda state: figures(model, state.params, val_images, keys.eval, config.data.mode,
+                                    val_labels),
       postfix=("train_loss", "val_elbo"), compile_options=compilation.options_for(model))
   return loop.fit(config, workdir, trainer, mesh=mesh, num_epochs=total_epochs)
 
@@ -271,20 +272,21 @@ def class_samples(model, params, key: jax.Array, per_class: int = 10) -> np.ndar
   return np.asarray(model.apply({"params": params}, key, labels.shape[0], labels, method=model.generate))
 
 
-def _save_figures(model, params, images, key, mode, workdir: Path, labels=None) -> None:
-  from vae_jax import plotting
-  figures = workdir / "figures"
+def figures(model, params, images, key, mode, labels=None) -> dict[str, summaries.Figure]:
+  """The figures of every evaluation: ``samples`` (64, or 10 per class of a conditional model,
+  one row per class) and ``reconstructions`` of the first 32 ``images`` (uint8 [N, H, W, C])."""
   sample_key, data_key = jax.random.split(jax.random.fold_in(key, 1))
   if getattr(model, "num_classes", 0):
-    plotting.save_grid(class_samples(model, params, sample_key), figures / "samples.png", ncols=10,
-                       title="samples from p(x|z,y), z ~ p(z|y): one row per class y")
+    samples = summaries.Figure(class_samples(model, params, sample_key),
+                               "samples from p(x|z,y), z ~ p(z|y): one row per class y", ncols=10)
   else:
-    samples = model.apply({"params": params}, sample_key, 64, method=model.generate)
-    plotting.save_grid(np.asarray(samples), figures / "samples.png", title="samples from p(x|z), z ~ p(z)")
+    samples = summaries.Figure(np.asarray(model.apply({"params": params}, sample_key, 64,
+                                                      method=model.generate)),
+                               "samples from p(x|z), z ~ p(z)")
   x = data_lib.to_model_input(jnp.asarray(images[:32]), data_key, mode)
   if labels is None:
     recon = jax.vmap(lambda xi: model.apply({"params": params}, xi, method=model.reconstruct))(x)
   else:
     recon = jax.vmap(lambda xi, yi: model.apply({"params": params}, xi, yi, method=model.reconstruct))(
         x, jnp.asarray(labels[:32]))
-  plotting.save_reconstructions(np.asarray(x), np.asarray(recon), figures / "reconstructions.png")
+  return {"samples": samples, "reconstructions": summaries.reconstructions(x, recon)}

@@ -5,7 +5,9 @@
       metrics.jsonl     one JSON row per epoch (train_* means, val_* at evaluations)
       checkpoints/      the newest checkpoints (``LATEST_DIR``), Orbax, by epoch
       best/             the checkpoint of the best validation score (``BEST_DIR``)
-      figures/          PNGs written by the trainer
+      figures/          the trainer's figures, rewritten at every evaluation (``vae_jax.summaries``)
+      tensorboard/      TensorBoard event files: the metrics and the figures (``vae_jax.summaries``)
+      .lock             held by the run training in it: pid, host, start time (``vae_jax.lock``)
       loss.json         which loss function trained it ("module:name"); a resume with another is refused
 
 Every write either completes or leaves the old file: a kill never leaves half a

@@ -184,6 +184,15 @@ def init_m2(model: M2, key: jax.Array) -> dict:
   return model.init({"params": param_key}, x, y, sample_key)["params"]
 
 
+def class_samples(model: M2, params, key: jax.Array, per_class: int = 10) -> np.ndarray:
+  """[C * per_class, *input_shape] pixel probabilities of p(x | y, z), z ~ N(0, I), class by
+  class (row y: label y); for the Bernoulli likelihood (images)."""
+  labels = jnp.repeat(jnp.arange(model.num_classes), per_class)
+  z = jax.random.normal(key, (labels.shape[0], model.latent_dim))
+  logits = model.apply({"params": params}, jax.nn.one_hot(labels, model.num_classes), z, method=model.decode)
+  return np.asarray(jax.nn.sigmoid(logits)).reshape((-1,) + tuple(model.input_shape))
+
+
 def labelled_loss(model: M2, params, x: jax.Array, y: jax.Array, key: jax.Array, *,
                   kl_weight=1.0) -> tuple[jax.Array, dict]:
   """L(x, y) = -log p(x | y, z) - log p(y) + kl_weight * KL(q(z | x, y) || p(z)), z ~ q(z | x, y).

@@ -23,6 +23,7 @@ from vae_jax import config as config_lib
 from vae_jax import data as data_lib
 from vae_jax import lock
 from vae_jax import loop
+from vae_jax import summaries
 from vae_jax import workdir as workdir_lib
 from vae_jax.apps import m1 as m1_lib
 from vae_jax.apps import semisupervised as ssl
@@ -95,6 +96,11 @@ def run(config, workdir: str | Path, *, splits: dict[str, data_lib.Split] | None
     step = jax.tree_util.Partial(ssl.m2_step, model=model, kind=kind, weights=tuple(weights),
                                  labelled_batch_size=config.m2.labelled_batch_size)
 
+    def figures(state):  # M2 on images: class-conditional samples of its generative model
+      images = ssl.class_samples(model, state.params, jax.random.fold_in(keys.eval, 1))
+      return {"samples": summaries.Figure(images, "samples from p(x|y,z), z ~ N(0, I): one row per "
+                                                  "class y", ncols=10)}
+
     def error(state, split):
       pred = ssl.predict(model, state.params, inputs[split], kind=kind, batch_size=config.eval.batch_size)
       return ssl.error_rate(pred, labels[split])
@@ -103,7 +109,8 @@ def run(config, workdir: str | Path, *, splits: dict[str, data_lib.Split] | None
         state=TrainState.create(params, tx), step=step, data=inputs["train"],
         fixed_data=(inputs["train"][picked], labels["train"][picked]),
         evaluate=lambda state: {"error": error(state, "validation")}, schedule=schedule, keys=keys,
-        best_metric="error", postfix=("train_loss", "val_error"))
+        best_metric="error", figures=figures if kind == "dynamic" else None,
+        postfix=("train_loss", "val_error"))
     state, _ = loop.fit(config, workdir, trainer)
     errors = {s: error(state, s) for s in ("validation", "test")}
     metrics = workdir_lib.read_metrics(workdir)

@@ -22,6 +22,7 @@ from vae_jax import data as data_lib
 from vae_jax import lock
 from vae_jax import loop
 from vae_jax import losses
+from vae_jax import summaries
 from vae_jax.train_state import RunKeys, global_norm
 from vae_jax.vq import config as vq_config
 from vae_jax.vq import evaluate as vq_evaluate
@@ -119,8 +120,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   trainer = loop.Trainer(
       state=create_train_state(model, keys.init, tx), step=step, data=train_images, evaluate=validate,
       schedule=schedule, keys=keys, best_metric="recon",
-      on_end=lambda state: _save_reconstructions(model, state.params, val_images, keys.eval,
-                                                 config.data.mode, workdir),
+      figures=lambda state: figures(model, state.params, val_images, keys.eval, config.data.mode),
       postfix=("train_recon", "train_perplexity", "val_recon"))
   return loop.fit(config, workdir, trainer, mesh=mesh)
 
@@ -131,9 +131,10 @@ def _reconstruct(model, params, x, key):
   return vqvae.images_from_codes(model, params, codes, key)
 
 
-def _save_reconstructions(model, params, images, key, mode, workdir: Path) -> None:
-  from vae_jax import plotting
+def figures(model, params, images, key, mode) -> dict[str, summaries.Figure]:
+  """The figure of every evaluation: ``reconstructions`` of the first 32 ``images`` through
+  their codes (samples need a prior: ``vae_jax.vq.train_prior``)."""
   k_input, k_draw = jax.random.split(key)
   x = vqvae.model_input(jnp.asarray(images[:32]), k_input, mode, model.likelihood)
   recon = _reconstruct(model, params, x, k_draw)
-  plotting.save_reconstructions(np.asarray(x), np.asarray(recon), workdir / "figures" / "reconstructions.png")
+  return {"reconstructions": summaries.reconstructions(x, recon)}

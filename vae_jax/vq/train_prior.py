@@ -21,6 +21,7 @@ from vae_jax import data as data_lib
 from vae_jax import lock
 from vae_jax import loop
 from vae_jax import losses
+from vae_jax import summaries
 from vae_jax import workdir as workdir_lib
 from vae_jax.train_state import RunKeys, TrainState, global_norm
 from vae_jax.vq import config as vq_config
@@ -69,7 +70,7 @@ def train_prior(config, workdir: str | Path, *, datasets: dict[str, data_lib.Spl
   The training and validation images (the VQ-VAE's data config, or
   ``datasets``) are encoded once; ``workdir/vqvae.json`` records the VQ-VAE
   checkpoint (fingerprint), and resuming against a changed VQ-VAE is refused.
-  Writes ``figures/samples.png`` (64 samples) at the end.
+  Writes ``figures/samples.png`` (64 samples, ``sample_figure``) at every evaluation.
   """
   vq_config.validate_prior(config)  # the schema's checks and that the VQ-VAE workdir exists
   workdir = loop.open_workdir(config, workdir, vq_config.PRIOR_SCHEMA)
@@ -115,8 +116,8 @@ def train_prior(config, workdir: str | Path, *, datasets: dict[str, data_lib.Spl
   trainer = loop.Trainer(
       state=new_prior_state(prior, keys.init, tx), step=step, data=data, evaluate=validate,
       schedule=schedule, keys=keys, best_metric="nll",
-      on_end=lambda state: save_samples(vq_model, vq_run.params, prior, state.params,
-                                        jax.random.fold_in(keys.eval, 1), workdir / "figures" / "samples.png"),
+      figures=lambda state: {"samples": sample_figure(vq_model, vq_run.params, prior, state.params,
+                                                      jax.random.fold_in(keys.eval, 1))},
       postfix=("train_nll", "val_nll"))
   return loop.fit(config, workdir, trainer, mesh=mesh)
 
@@ -134,12 +135,14 @@ def sample_images(vq_model, vq_params, prior, prior_params, key: jax.Array, num_
   return images, codes
 
 
-def save_samples(vq_model, vq_params, prior, prior_params, key, path: Path, num_samples: int = 64,
-                 labels=None) -> Path:
-  from vae_jax import plotting
+def sample_figure(vq_model, vq_params, prior, prior_params, key, num_samples: int = 64,
+                  labels=None) -> summaries.Figure:
+  """``num_samples`` images decoded from z ~ prior (a conditional prior: labels 0, 1, ... in turn,
+  one row per class when ``num_samples`` is a multiple of the classes)."""
+  ncols = None
   if prior.num_classes and labels is None:
     labels = jnp.arange(num_samples) % prior.num_classes
+    ncols = prior.num_classes if num_samples % prior.num_classes == 0 else None
   images, _ = sample_images(vq_model, vq_params, prior, prior_params, key, num_samples, labels)
   shown = "means of x ~ p(x | z)" if vq_model.ar_layers else "E[x | z]"
-  title = f"VQ-VAE samples: z ~ PixelCNN prior, {shown}"
-  return plotting.save_grid(np.asarray(images), path, title=title)
+  return summaries.Figure(np.asarray(images), f"VQ-VAE samples: z ~ PixelCNN prior, {shown}", ncols)
