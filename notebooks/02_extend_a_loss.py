@@ -54,7 +54,7 @@ from vae_jax.configs import default
 from vae_jax import config as config_lib
 from vae_jax import data
 from vae_jax import distributions as dist
-from vae_jax import evaluation
+from vae_jax import evaluation as evaluate
 from vae_jax import losses
 from vae_jax import plotting
 from vae_jax import train

@@ -44,7 +44,7 @@ import numpy as np
 from vae_jax.configs import default
 from vae_jax import config as config_lib
 from vae_jax import data
-from vae_jax import evaluation
+from vae_jax import evaluation as evaluate
 from vae_jax import linear_gaussian as lgm
 from vae_jax import losses
 from vae_jax import train

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optax
-    from vae_jax import evaluation, losses, models, parallel, train
+    from vae_jax import evaluation as evaluate, losses, models, parallel, train
     assert jax.device_count() == 4, jax.devices()
     model = models.VAE(latent_dims=(4,), hidden_sizes=((16,),))
     images = (np.random.default_rng(0).random((64, 28, 28, 1)) < 0.3).astype(np.uint8)
