@@ -47,8 +47,12 @@ import jax.numpy as jnp
 GRADIENTS = ("reparam", "stl", "dreg")
 
 
-def _iwae(log_w: jax.Array) -> jax.Array:
-  return jax.nn.logsumexp(log_w, axis=-1) - math.log(log_w.shape[-1])
+def iwae_bound(log_weights: jax.Array) -> jax.Array:
+  """log (1/K) sum_k exp(log_weights[k]), stable in log space. [..., K] -> [...]."""
+  return jax.nn.logsumexp(log_weights, axis=-1) - math.log(log_weights.shape[-1])
+
+
+_iwae = iwae_bound
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))

@@ -70,10 +70,7 @@ def elbo_loss(model, params, x: jax.Array, key: jax.Array, *, kl_weight=1.0,
   return loss, dict(elbo=-(recon + kl), recon=recon, kl=kl)
 
 
-def iwae_bound(log_weights: jax.Array) -> jax.Array:
-  """log (1/K) sum_k exp(log_weights[k]), stable in log space. [..., K] -> [...]."""
-  k = log_weights.shape[-1]
-  return jax.nn.logsumexp(log_weights, axis=-1) - math.log(k)
+iwae_bound = estimators.iwae_bound  # log (1/K) sum_k exp(log_weights[k]), [..., K] -> [...]
 
 
 def iwae_loss(model, params, x: jax.Array, key: jax.Array, *, kl_weight=1.0,
