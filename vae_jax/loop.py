@@ -338,29 +338,32 @@ def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
         evaluated = epoch % config.eval_every_epochs == 0 or epoch == total_epochs
         if evaluated:
           row.update({f"val_{k}": v for k, v in trainer.evaluate(state).items()})
-        workdir_lib.append_jsonl(metrics_path, row)  # recorded as it is, NaN included
-        reporter.epoch(row)
-        check_validation(row, epoch, ckpt)
-        last = row
-        score = row.get(f"val_{trainer.best_metric}")
+        # The epoch's writes are never cut halfway: a Ctrl-C during them lands once they are done (an
+        # interrupt inside the TensorBoard writer could leave its queue's lock held, and close() hang).
         with deferred_interrupt():
+          workdir_lib.append_jsonl(metrics_path, row)  # recorded as it is, NaN included
+          reporter.epoch(row)
+          check_validation(row, epoch, ckpt)
+          last = row
+          score = row.get(f"val_{trainer.best_metric}")
           if best_ckpt is not None and score is not None and np.isfinite(score) and score < best:
             best_ckpt.save(epoch, state)
             best = score
           if epoch % config.checkpoint_every_epochs == 0 or epoch == total_epochs:
             ckpt.save(epoch, state)
-        if evaluated and trainer.figures is not None and main:
-          # On the host: figures mix the state with arrays of other devices.
-          reporter.figures(trainer.figures(jax.device_get(state)), epoch)
+          if evaluated and trainer.figures is not None and main:
+            # On the host: figures mix the state with arrays of other devices.
+            reporter.figures(trainer.figures(jax.device_get(state)), epoch)
         if bar is not None:
           bar.update(1)
           bar.set_postfix({k.removeprefix("train_"): f"{row[k]:.4g}" for k in trainer.postfix if k in row})
   finally:
-    if bar is not None:
-      bar.close()
-    if reporter is not None:
-      reporter.close()
-    ckpt.close()
-    if best_ckpt is not None:
-      best_ckpt.close()
+    with deferred_interrupt():  # a second Ctrl-C does not cut the writers' close short
+      if bar is not None:
+        bar.close()
+      if reporter is not None:
+        reporter.close()
+      ckpt.close()
+      if best_ckpt is not None:
+        best_ckpt.close()
   return state, last
