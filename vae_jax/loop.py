@@ -338,8 +338,8 @@ def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
         evaluated = epoch % config.eval_every_epochs == 0 or epoch == total_epochs
         if evaluated:
           row.update({f"val_{k}": v for k, v in trainer.evaluate(state).items()})
-        # The epoch's writes are never cut halfway: a Ctrl-C during them lands once they are done (an
-        # interrupt inside the TensorBoard writer could leave its queue's lock held, and close() hang).
+        # The epoch's writes (metrics row, TensorBoard, checkpoints, figures) are never cut halfway: a
+        # Ctrl-C during them takes effect once they are done.
         with deferred_interrupt():
           workdir_lib.append_jsonl(metrics_path, row)  # recorded as it is, NaN included
           reporter.epoch(row)
