@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 import orbax.checkpoint as ocp
 
 from tests import test_train as tt
@@ -45,14 +46,20 @@ def latest(workdir):
     ckpt.close()
 
 
-def check_resumes_bit_for_bit(old, new):
+def check_resumes_as_if_never_stopped(old, new):
+  """The resumed old workdir ends where a new run ends. The old rows and checkpoint were written on
+  another CPU, and XLA's CPU code differs with the CPU's vector units in the last bits of a reduction:
+  equal to float32 rounding, not bit for bit (bit-for-bit resume on one machine: tests/test_loop.py)."""
   rows_old, rows_new = workdir_lib.read_metrics(old), workdir_lib.read_metrics(new)
   timing = ("seconds", "examples_per_s")
-  assert [{k: v for k, v in r.items() if k not in timing} for r in rows_old] == \
-         [{k: v for k, v in r.items() if k not in timing} for r in rows_new]
+  strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]
+  rows_old, rows_new = strip(rows_old), strip(rows_new)
+  assert [sorted(r) for r in rows_old] == [sorted(r) for r in rows_new]
+  for a, b in zip(rows_old, rows_new):
+    assert a == pytest.approx(b, rel=1e-6, abs=1e-7), (a, b)
   (e_old, s_old), (e_new, s_new) = latest(old), latest(new)
   assert e_old == e_new == 3
-  jax.tree.map(np.testing.assert_array_equal, s_old, s_new)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), s_old, s_new)
 
 
 def test_an_old_vae_workdir_loads_and_resumes_as_if_never_stopped(tmp_path):
@@ -63,7 +70,7 @@ def test_an_old_vae_workdir_loads_and_resumes_as_if_never_stopped(tmp_path):
   data = tv.synthetic(n=64)
   train.train_and_evaluate(tiny_vae(3), old, datasets=data)
   train.train_and_evaluate(tiny_vae(3), tmp_path / "new", datasets=data)
-  check_resumes_bit_for_bit(old, tmp_path / "new")
+  check_resumes_as_if_never_stopped(old, tmp_path / "new")
 
 
 def test_an_old_vqvae_workdir_loads_and_resumes_as_if_never_stopped(tmp_path):
@@ -76,6 +83,6 @@ def test_an_old_vqvae_workdir_loads_and_resumes_as_if_never_stopped(tmp_path):
     data = tv.synthetic(n=64)
     vq_train.train_and_evaluate(tiny_vqvae(3), old, datasets=data)
     vq_train.train_and_evaluate(tiny_vqvae(3), tmp_path / "new", datasets=data)
-    check_resumes_bit_for_bit(old, tmp_path / "new")
+    check_resumes_as_if_never_stopped(old, tmp_path / "new")
   finally:
     jax.config.update("jax_threefry_partitionable", before)
