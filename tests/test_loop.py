@@ -3,14 +3,11 @@
 Each trainer runs tiny on synthetic data and must pass the same checks: a
 resumed run ends bit for bit where the uninterrupted one ends, a non-finite
 loss stops the run naming the step and the checkpoint kept (or, in skip mode,
-is skipped and counted), and 1 and 4 (forced host) devices train the same model.
+is skipped and counted). That one and two devices, and two and four processes,
+train the same model: ``tests/test_multiprocess.py``.
 """
 
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import jax
@@ -33,7 +30,6 @@ from vae_jax.apps import ssl_train
 from vae_jax.vq import train as vq_train
 from vae_jax.vq import train_prior as vq_prior
 
-ROOT = Path(__file__).resolve().parents[1]
 TRAINERS = ("vae", "vqvae", "prior", "m2")
 # The figures each trainer writes at every evaluation (the VQ-VAE has no samples without a prior).
 FIGURES = {"vae": ["reconstructions.png", "samples.png"], "vqvae": ["reconstructions.png"],
@@ -146,34 +142,6 @@ def test_a_non_finite_loss_stops_naming_the_step_or_is_skipped(kind, tmp_path, v
   rows = workdir_lib.read_metrics(tmp_path / "skip")
   assert [r["train_skipped_updates"] for r in rows] == [0, 3]
   assert all(np.isfinite(r["train_loss"]) for r in rows)
-
-
-MULTI_DEVICE = textwrap.dedent("""
-    import sys, jax, numpy as np
-    jax.config.update("jax_threefry_partitionable", False)
-    assert jax.device_count() == 4, jax.devices()
-    from pathlib import Path
-    from tests import test_loop as t
-    root = Path(sys.argv[1])
-    t.run("vqvae", root / "vq", num_epochs=1)
-    for kind in t.TRAINERS:
-      rows = {n: t.run(kind, root / f"{kind}_{n}", root / "vq", num_devices=n, num_epochs=2) for n in (1, 4)}
-      params = {n: t.latest_params(root / f"{kind}_{n}")[1] for n in (1, 4)}
-      for a, b in zip(jax.tree.leaves(params[1]), jax.tree.leaves(params[4])):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-      np.testing.assert_allclose([r["train_loss"] for r in rows[1]], [r["train_loss"] for r in rows[4]],
-                                 rtol=1e-4)
-      print(kind, "OK", rows[4][-1]["train_loss"])
-""")
-
-
-def test_every_trainer_trains_the_same_model_on_one_and_four_devices(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-             PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE, str(tmp_path)], env=env, cwd=ROOT,
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert [line.split()[:2] for line in proc.stdout.splitlines()] == [[k, "OK"] for k in TRAINERS]
 
 
 # -- the loop on scripted epochs: validation and metrics-file checks, whatever the trainer ----------

@@ -69,5 +69,5 @@ def test_bad_device_counts_are_named():
   assert mesh.size == jax.device_count()
   if mesh.size == 1:
     parallel.check_batch_size(7, mesh)  # anything splits over one device
-  with pytest.raises(ValueError, match="coordinator|process_id"):
+  with pytest.raises(parallel.DistributedError, match="process_id"):
     parallel.initialize_distributed("localhost:1234", 2, 5)

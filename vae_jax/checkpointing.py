@@ -25,12 +25,33 @@ from pathlib import Path
 
 import flax.serialization
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
 
 _DELETED = "_deleted"
 _UNREADABLE = "_unreadable"
+
+
+def _this_process_only() -> ocp.options.MultiprocessingOptions:
+  """Orbax options of a checkpointer used by one process alone, with no barrier with the others:
+  in a multi-process run process 0 writes every checkpoint (``vae_jax.loop``)."""
+  if jax.process_count() == 1:
+    return ocp.options.MultiprocessingOptions()
+  i = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=i, active_processes={i},
+                                            barrier_sync_key_prefix=f"vae_jax_process_{i}")
+
+
+def _to_host(tree):
+  """Host copies of the arrays of ``tree``; each must be whole on this process (replicated)."""
+  def one(x):
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+      raise ValueError(f"an array of shape {x.shape} is split over several processes; a checkpoint "
+                       "holds replicated arrays only")
+    return np.asarray(jax.device_get(x)) if isinstance(x, jax.Array) else x
+  return jax.tree.map(one, tree)
 
 
 class CheckpointError(RuntimeError):
@@ -42,15 +63,21 @@ class Checkpointer:
 
   def __init__(self, directory: str | Path, *, max_to_keep: int = 2):
     self.directory = Path(directory).absolute()
+    self.directory.mkdir(parents=True, exist_ok=True)
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False,
                                              enable_async_checkpointing=False,
-                                             todelete_subdir=_DELETED))
+                                             todelete_subdir=_DELETED,
+                                             multiprocessing_options=_this_process_only()))
 
   def save(self, epoch: int, state) -> None:
-    """Writes ``epoch``'s checkpoint and returns once it is complete on disk."""
-    tree = flax.serialization.to_state_dict(state)
+    """Writes ``epoch``'s checkpoint and returns once it is complete on disk.
+
+    The arrays are fetched to the host first: a replicated state is written once,
+    by this process alone, whatever the devices and processes it lives on.
+    """
+    tree = _to_host(flax.serialization.to_state_dict(state))
     self._manager.save(epoch, args=ocp.args.StandardSave(tree), force=True)
     self._manager.wait_until_finished()
     self._purge_deleted()
@@ -79,6 +106,10 @@ class Checkpointer:
     """The state saved at ``epoch``, shaped like ``template``; raises if it does not read or fit."""
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, flax.serialization.to_state_dict(template))
     tree = self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
+    # Host (NumPy) arrays are restored as saved, whatever the target's shape: check it here.
+    got, want = jax.tree.leaves(tree), jax.tree.leaves(target)
+    if len(got) != len(want) or any(np.shape(g) != tuple(w.shape) for g, w in zip(got, want)):
+      raise ValueError(f"checkpoint {self.directory / str(epoch)} does not fit the template's shapes")
     return flax.serialization.from_state_dict(template, tree)
 
   def restore_latest(self, template, *, set_aside_unreadable: bool = False):

@@ -13,6 +13,9 @@
 * the library's named errors (bad configs, data, workdirs, checkpoints, a
   diverged run) print one line and exit with status 2; ``--verbose`` shows the
   traceback too;
+* ``define_distributed_flags()`` and ``initialize_distributed()`` give a training
+  command the flags of a multi-process run (``--coordinator_address``,
+  ``--num_processes``, ``--process_id``, ``--distributed_timeout``);
 * Ctrl-C ends a training run with one line saying where it resumes (status 130):
   the checkpoints written so far are complete (``vae_jax.checkpointing``).
 """
@@ -26,17 +29,19 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from absl import app
+from absl import app, flags
 
 from vae_jax import checkpointing
 from vae_jax import configs
 from vae_jax import data as data_lib
 from vae_jax import loop
+from vae_jax import parallel
 from vae_jax import schema as schema_lib
 from vae_jax import workdir as workdir_lib
 
 NAMED_ERRORS = (schema_lib.ConfigError, data_lib.DataError, workdir_lib.WorkdirError,
-                checkpointing.CheckpointError, loop.NonFiniteError, FileNotFoundError)
+                checkpointing.CheckpointError, loop.NonFiniteError, parallel.DistributedError,
+                FileNotFoundError)
 
 
 # The module ``vae-jax COMMAND`` imports to run (``vae_jax.commands``); ``None`` otherwise.
@@ -131,6 +136,24 @@ def run(main: Callable) -> None:
     sys.exit(130)
   except NAMED_ERRORS as e:
     _fail(e, verbose)
+
+
+def define_distributed_flags() -> None:
+  """The flags of a run over several processes (hosts); see ``initialize_distributed``."""
+  flags.DEFINE_string("coordinator_address", "", "Several processes: HOST:PORT of process 0, the same "
+                      "on every process (jax.distributed.initialize); empty for one process.")
+  flags.DEFINE_integer("num_processes", 1, "Several processes: how many, the same on every process.")
+  flags.DEFINE_integer("process_id", 0, "Several processes: this process's index, 0 on the host that "
+                       "runs the coordinator and writes the workdir.")
+  flags.DEFINE_integer("distributed_timeout", 300, "Several processes: seconds to wait for all of "
+                       "them to start; a process that dies takes the others down within this time.")
+
+
+def initialize_distributed() -> None:
+  """``parallel.initialize_distributed`` from the flags of ``define_distributed_flags``."""
+  f = flags.FLAGS
+  parallel.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id,
+                                  timeout_s=f.distributed_timeout)
 
 
 def quiet_logs() -> None:

@@ -153,7 +153,7 @@ def evaluate(model, params, images: np.ndarray, *, key: jax.Array, mode: str,
     out = _batch_stats(model, params, raw, index, key, label, mode=mode, num_samples=num_samples,
                        chunk_size=chunk_size)
     m = min(batch_size, n - start)
-    out = jax.device_get(out)
+    out = parallel.to_host(out)
     for name in sums:
       sums[name] += float(np.sum(out[name][:m], dtype=np.float64))
     means.append(out["mean"][:m])

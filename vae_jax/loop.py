@@ -104,7 +104,8 @@ def open_workdir(config, workdir: str | Path, config_schema: schema.Schema) -> P
   trainer's entry point), until that call ends.
   """
   config_schema.validate(config)
-  workdir = workdir_lib.prepare(workdir)
+  make_mesh(config)  # the devices exist and split the batches evenly: checked before any data is read
+  workdir = _prepare(workdir)
   taken = take_lock(workdir)
   try:
     config_schema.check_resume(config, workdir)
@@ -115,9 +116,19 @@ def open_workdir(config, workdir: str | Path, config_schema: schema.Schema) -> P
   return workdir
 
 
+def is_writer() -> bool:
+  """Whether this process writes the workdir: process 0 of a multi-process run (the others
+  compute their share of every step and evaluation and read nothing but their inputs)."""
+  return jax.process_index() == 0
+
+
+def _prepare(workdir: str | Path) -> Path:
+  return workdir_lib.prepare(workdir) if is_writer() else Path(workdir)
+
+
 def take_lock(workdir: Path) -> bool:
   """``lock.acquire`` on process 0 (the others run beside it); -> whether it was taken now."""
-  return jax.process_index() == 0 and lock.acquire(workdir)
+  return is_writer() and lock.acquire(workdir)
 
 
 def make_mesh(config) -> jax.sharding.Mesh:
@@ -192,7 +203,7 @@ def run_stepwise(step: Callable, state, batches) -> tuple[Any, dict]:
     except FloatingPointError as e:
       raise FloatingPointError(f"{e} at step {int(state.step)}") from e
     metrics.append(m)
-  return state, jax.tree.map(lambda *m: np.stack(m), *jax.device_get(metrics))
+  return state, jax.tree.map(lambda *m: np.stack(m), *parallel.to_host(metrics))
 
 
 @contextlib.contextmanager
@@ -241,23 +252,36 @@ def fit(config, workdir: str | Path, trainer: Trainer, *, mesh: jax.sharding.Mes
     mesh: the devices (default ``make_mesh(config)``).
     num_epochs: the run's length (default ``config.num_epochs``).
   """
-  workdir = workdir_lib.prepare(workdir)
+  workdir = _prepare(workdir)
   taken = take_lock(workdir)
   try:
-    return _fit(config, workdir, trainer, mesh=mesh, num_epochs=num_epochs)
+    out = _fit(config, workdir, trainer, mesh=mesh, num_epochs=num_epochs)
+    parallel.wait_for_all("vae_jax.loop.fit")  # the workdir is complete when fit returns on any process
+    return out
   finally:
     if taken or not lock.in_scope():
       lock.release(workdir)
 
 
-def _resume(workdir: Path, state, ckpt: checkpointing.Checkpointer) -> tuple[int, Any]:
-  """(epoch, state) of the newest intact checkpoint (0 and ``state`` if none); ``metrics.jsonl``
-  cut back to that epoch, with a warning when it lacks rows the checkpoint holds."""
-  ckpt.clean_up_after_crash()
-  start_epoch, restored = ckpt.restore_latest(state, set_aside_unreadable=True)
+def _resume(workdir: Path, state, ckpt: checkpointing.Checkpointer | None, mesh) -> tuple[int, Any]:
+  """(epoch, state) of the newest intact checkpoint (0 and ``state`` if none), read by process 0
+  and sent to the others; ``metrics.jsonl`` cut back to that epoch, with a warning when it lacks
+  rows the checkpoint holds."""
+  host_state = jax.device_get(state)  # replicated: every process holds all of it
+  start_epoch, restored = 0, None
+  if ckpt is not None:
+    ckpt.clean_up_after_crash()
+    start_epoch, restored = ckpt.restore_latest(host_state, set_aside_unreadable=True)
+  if jax.process_count() > 1:
+    start_epoch, restored = parallel.broadcast_from_writer(
+        (start_epoch, host_state if restored is None else restored))
+    start_epoch = int(start_epoch)
+    restored = restored if start_epoch else None
   if restored is not None:
-    state = restored
+    state = parallel.replicate(restored, mesh)
     log.info("resuming %s from epoch %d (step %d)", workdir, start_epoch, int(state.step))
+  if ckpt is None:
+    return start_epoch, state
   metrics_path = workdir / workdir_lib.METRICS
   workdir_lib.truncate_metrics(metrics_path, start_epoch)
   if start_epoch:
@@ -278,7 +302,9 @@ def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
     raise schema.ConfigError(f"config.batch_size={config.batch_size} is larger than the "
                              f"{n} training examples")
   total_epochs = int(config.num_epochs if num_epochs is None else num_epochs)
-  workdir_lib.write_config(config, workdir)
+  main = is_writer()
+  if main:
+    workdir_lib.write_config(config, workdir)
 
   step = guard(trainer.step, skip_nonfinite=bool(config.skip_nonfinite_updates),
                skip_threshold=float(config.skip_threshold))
@@ -288,11 +314,13 @@ def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
   data = parallel.replicate((trainer.data, trainer.fixed_data) if with_fixed else trainer.data, mesh)
   state = parallel.replicate(trainer.state, mesh)
 
-  ckpt = checkpointing.Checkpointer(workdir / workdir_lib.LATEST_DIR, max_to_keep=config.keep_checkpoints)
-  start_epoch, state = _resume(workdir, state, ckpt)
+  ckpt = None  # process 0 alone writes and reads the run's checkpoints
+  if main:
+    ckpt = checkpointing.Checkpointer(workdir / workdir_lib.LATEST_DIR, max_to_keep=config.keep_checkpoints)
+  start_epoch, state = _resume(workdir, state, ckpt, mesh)
   metrics_path = workdir / workdir_lib.METRICS
   best_ckpt, best = None, math.inf
-  if trainer.best_metric is not None:
+  if trainer.best_metric is not None and main:
     best_ckpt = checkpointing.Checkpointer(workdir / workdir_lib.BEST_DIR, max_to_keep=1)
     best_ckpt.clean_up_after_crash()
     for e in best_ckpt.epochs():
@@ -303,6 +331,8 @@ def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
 
   epochs = range(start_epoch + 1, total_epochs + 1)
   if not len(epochs):
+    if not main:
+      return state, {}
     try:
       best_epochs = best_ckpt.epochs() if best_ckpt is not None else []
       log.info("%s", summaries.complete_line(
@@ -318,11 +348,10 @@ def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
   last, bar, reporter = {}, None, None
   best_name = (f"val_{trainer.best_metric}",) if trainer.best_metric else ()
   names = tuple(dict.fromkeys(trainer.postfix + best_name))  # the per-epoch log line's columns
-  main = jax.process_index() == 0
   try:
     reporter = summaries.Reporter(workdir, start_epoch=start_epoch, total_epochs=total_epochs,
                                   names=names, log_epochs=not config.progress, enabled=main)
-    if config.progress:
+    if config.progress and main:
       from tqdm.auto import tqdm
       bar = tqdm(total=total_epochs, initial=start_epoch, desc="train", unit="epoch")
     with debug_nans(bool(config.debug_nans)):
@@ -341,7 +370,8 @@ def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
         # The epoch's writes (metrics row, TensorBoard, checkpoints, figures) are never cut halfway: a
         # Ctrl-C during them takes effect once they are done.
         with deferred_interrupt():
-          workdir_lib.append_jsonl(metrics_path, row)  # recorded as it is, NaN included
+          if main:
+            workdir_lib.append_jsonl(metrics_path, row)  # recorded as it is, NaN included
           reporter.epoch(row)
           check_validation(row, epoch, ckpt)
           last = row
@@ -349,7 +379,7 @@ def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
           if best_ckpt is not None and score is not None and np.isfinite(score) and score < best:
             best_ckpt.save(epoch, state)
             best = score
-          if epoch % config.checkpoint_every_epochs == 0 or epoch == total_epochs:
+          if ckpt is not None and (epoch % config.checkpoint_every_epochs == 0 or epoch == total_epochs):
             ckpt.save(epoch, state)
           if evaluated and trainer.figures is not None and main:
             # On the host: figures mix the state with arrays of other devices.
@@ -363,7 +393,8 @@ def _fit(config, workdir: Path, trainer: Trainer, *, mesh, num_epochs):
         bar.close()
       if reporter is not None:
         reporter.close()
-      ckpt.close()
+      if ckpt is not None:
+        ckpt.close()
       if best_ckpt is not None:
         best_ckpt.close()
   return state, last

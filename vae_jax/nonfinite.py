@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from vae_jax import checkpointing
+from vae_jax import parallel
 from vae_jax.train_state import RunKeys
 
 
@@ -46,7 +47,7 @@ def first_non_finite(metrics: dict) -> tuple[int, list[str]] | None:
 
 
 def run_epoch(epoch_fn: Callable, state, data, epoch: int, keys: RunKeys, *, steps_per_epoch: int,
-              ckpt: checkpointing.Checkpointer) -> tuple[Any, dict]:
+              ckpt: checkpointing.Checkpointer | None) -> tuple[Any, dict]:
   """Runs one epoch and checks its per-step metrics; -> (state, {"train_<name>": epoch mean}).
 
   The means are over the applied updates; ``train_skipped_updates`` counts the
@@ -61,7 +62,7 @@ def run_epoch(epoch_fn: Callable, state, data, epoch: int, keys: RunKeys, *, ste
   except FloatingPointError as e:  # config.debug_nans: raised at the op that made the NaN
     raise NonFiniteError(f"{e} in epoch {epoch} (steps {(epoch - 1) * steps_per_epoch} to "
                          f"{epoch * steps_per_epoch - 1}); {kept_ckpt()}") from e
-  step_metrics = jax.device_get(step_metrics)
+  step_metrics = parallel.to_host(step_metrics)
   bad = first_non_finite(step_metrics)
   skipped = step_metrics.pop("skipped_updates", np.zeros(steps_per_epoch, np.int32))
   if np.all(skipped):
@@ -80,14 +81,16 @@ def run_epoch(epoch_fn: Callable, state, data, epoch: int, keys: RunKeys, *, ste
   return state, row
 
 
-def kept_checkpoint(ckpt: checkpointing.Checkpointer) -> str:
+def kept_checkpoint(ckpt: checkpointing.Checkpointer | None) -> str:
+  if ckpt is None:  # not the writing process of a multi-process run
+    return "process 0 keeps the checkpoints"
   epochs = ckpt.epochs()
   if not epochs:
     return f"no checkpoint has been written yet in {ckpt.directory}"
   return f"the newest good checkpoint (epoch {max(epochs)}) is kept in {ckpt.directory}"
 
 
-def check_validation(row: dict, epoch: int, ckpt: checkpointing.Checkpointer) -> None:
+def check_validation(row: dict, epoch: int, ckpt: checkpointing.Checkpointer | None) -> None:
   """NonFiniteError naming the validation terms that are NaN or inf (the epoch is not checkpointed)."""
   bad = sorted(k for k, v in row.items() if k.startswith("val_") and isinstance(v, float)
                and not math.isfinite(v))

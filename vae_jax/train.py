@@ -206,7 +206,7 @@ def train_and_evaluate(config, workdir: str | Path, *, loss_fn: losses.LossFn | 
   base_loss = loss_fn or losses.make_loss(config.loss)
   workdir_lib.check_loss(workdir, losses.loss_name(base_loss), write=False)  # another loss: refused
   loss_fn = losses.bind_kwargs(base_loss, config.loss.get("kwargs", {}))
-  workdir_lib.check_loss(workdir, losses.loss_name(base_loss), write=jax.process_index() == 0)
+  workdir_lib.check_loss(workdir, losses.loss_name(base_loss), write=loop.is_writer())
   model = config_lib.make_model(config)
   if datasets is None:
     datasets = load_datasets(config)

@@ -71,7 +71,8 @@ def run(config, workdir: str | Path, *, splits: dict[str, data_lib.Split] | None
     row.update(m1_workdir=config.m1_workdir, m1_epochs=vae_epoch, m1_features_kept=int(keep.size))
 
   if config.method == "m1":
-    workdir_lib.write_config(config, workdir)
+    if loop.is_writer():
+      workdir_lib.write_config(config, workdir)
     clf = m1_lib.fit_softmax_regression(feats["train"][picked], labels["train"][picked],
                                         ssl_config.NUM_CLASSES, l2=config.classifier.l2,
                                         steps=config.classifier.steps,
@@ -123,7 +124,8 @@ def run(config, workdir: str | Path, *, splits: dict[str, data_lib.Split] | None
              hardware=f"{platform.machine()} {jax.devices()[0].device_kind}, "
                       f"{len(jax.devices())} device(s), jax {jax.__version__}",
              command="vae-jax semisupervised " + " ".join(sys.argv[1:]))
-  workdir_lib.write_atomic(workdir / "results.json", json.dumps(row, indent=2))
+  if loop.is_writer():
+    workdir_lib.write_atomic(workdir / "results.json", json.dumps(row, indent=2))
   return row
 
 

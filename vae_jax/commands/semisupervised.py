@@ -21,6 +21,7 @@ from ml_collections import config_flags
 from vae_jax.apps import ssl_train
 from vae_jax.apps import ssl_config
 from vae_jax import cli
+from vae_jax import loop
 from vae_jax import configs
 
 FLAGS = flags.FLAGS
@@ -29,6 +30,7 @@ if cli.is_entry(__name__):
 config_flags.DEFINE_config_file("config", configs.path("semisupervised/m2"),
                                 "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.", required=True)
+cli.define_distributed_flags()
 flags.DEFINE_string("results", "", "A JSON file collecting one row per (method, num_labelled, seed).")
 
 run, upsert = ssl_train.run, ssl_train.upsert
@@ -39,8 +41,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger("absl").setLevel(logging.WARNING)
   logging.getLogger("vae_jax").setLevel(logging.INFO)
+  cli.initialize_distributed()
   row = run(FLAGS.config, Path(FLAGS.workdir))
-  if FLAGS.results:
+  if FLAGS.results and loop.is_writer():
     upsert(Path(FLAGS.results), {k: v for k, v in row.items() if k != "val_error_per_epoch"})
   print(json.dumps({k: v for k, v in row.items() if k != "val_error_per_epoch"}, indent=2))
 

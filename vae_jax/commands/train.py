@@ -9,7 +9,6 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from vae_jax import parallel
 from vae_jax import train
 from vae_jax import config as config_lib
 from vae_jax import cli
@@ -21,10 +20,7 @@ if cli.is_entry(__name__):
 config_flags.DEFINE_config_file("config", configs.path("default"), "Experiment config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.", required=True)
-flags.DEFINE_string("coordinator_address", "", "Multi-host: host:port of process 0 "
-                    "(jax.distributed.initialize); empty for one host.")
-flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
-flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index.")
+cli.define_distributed_flags()
 
 
 def main(argv):
@@ -32,7 +28,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
   logging.getLogger("vae_jax").setLevel(logging.INFO)
-  parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  cli.initialize_distributed()
   _, metrics = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
 

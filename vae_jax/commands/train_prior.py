@@ -24,6 +24,7 @@ if cli.is_entry(__name__):
 config_flags.DEFINE_config_file("config", configs.path("vq/prior_mnist"), "Prior config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.", required=True)
+cli.define_distributed_flags()
 
 
 def main(argv):
@@ -31,6 +32,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger("absl").setLevel(logging.WARNING)
   logging.getLogger("vae_jax").setLevel(logging.INFO)
+  cli.initialize_distributed()
   _, metrics = vq_prior.train_prior(FLAGS.config, FLAGS.workdir)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
 

@@ -20,6 +20,7 @@ if cli.is_entry(__name__):
 config_flags.DEFINE_config_file("config", configs.path("vq/vqvae_mnist"), "VQ-VAE config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.", required=True)
+cli.define_distributed_flags()
 
 
 def main(argv):
@@ -27,6 +28,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
   logging.getLogger("vae_jax").setLevel(logging.INFO)
+  cli.initialize_distributed()
   _, metrics = vq_train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
 

@@ -86,7 +86,8 @@ def train_prior(config, workdir: str | Path, *, datasets: dict[str, data_lib.Spl
   train_labels = _labels(datasets["train"], prior, "train")
   val_labels = _labels(datasets["validation"], prior, "validation")
   mesh = loop.make_mesh(config)
-  workdir_lib.write_atomic(source_path, json.dumps(workdirs.prior_source(vq_run), indent=2))
+  if loop.is_writer():
+    workdir_lib.write_atomic(source_path, json.dumps(workdirs.prior_source(vq_run), indent=2))
 
   keys = RunKeys.from_seed(config.seed)
   mode = vq_run.config.data.mode
