@@ -9,6 +9,7 @@ metrics rows (timing aside) and the newest checkpoint's parameters.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -145,7 +146,41 @@ def test_a_killed_process_stops_the_others_and_the_restarted_run_ends_as_if_neve
   rc0 = procs[0].wait(timeout=120)  # the survivor does not hang: it stops within the timeout
   waited = time.monotonic() - t0
   assert rc0 != 0 and waited < 60, (rc0, waited)
+  print(f"process 0 stopped {waited:.1f} s after process 1 was killed, status {rc0}")
   finish(procs)
   assert [r["epoch"] for r in workdir_lib.read_metrics(tmp_path / "vae")] == [1]
   assert_ok(finish(start(tmp_path, ["vae"], num_processes=2)))  # all restarted: the run resumes
   assert_same_run(one_process.wait() / "vae", tmp_path / "vae")
+
+
+def command(workdir: Path, port: int, num_processes: int, process_id: int, *args) -> subprocess.Popen:
+  return subprocess.Popen(
+      [sys.executable, "-m", "vae_jax", "train", f"--workdir={workdir}",
+       f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
+       f"--process_id={process_id}", *args], env=ENV, cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+
+
+def test_bad_starts_of_several_processes_end_in_named_errors_without_hanging(tmp_path):
+  disagree, alone, indivisible = free_port(), free_port(), free_port()
+  procs = {
+      "disagree": [command(tmp_path / "a", disagree, 2, 0), command(tmp_path / "a", disagree, 3, 1)],
+      "alone": [command(tmp_path / "b", alone, 2, 1, "--distributed_timeout=3")],
+      "indivisible": [command(tmp_path / "c", indivisible, 2, i, "--config.batch_size=15")
+                      for i in (0, 1)],
+  }
+  t0 = time.monotonic()
+  results = {name: finish(p, timeout=120) for name, p in procs.items()}
+  assert time.monotonic() - t0 < 100
+  expected = {
+      "disagree": r"error: DistributedError: the processes disagree on the number of processes "
+                  r"\(process 0 --num_processes=2, process 1 --num_processes=3; 2 joined\)",
+      "alone": r"error: DistributedError: process 1 of 2: the 2 processes did not all reach the "
+               r"coordinator at 127.0.0.1:\d+ within 3 s",
+      "indivisible": r"error: ConfigError: .*config.batch_size=15 must be divisible by the number of "
+                     r"devices \(2, over 2 processes\)",
+  }
+  for name, outs in results.items():
+    for rc, _, stderr in outs:
+      assert rc == 2 and re.search(expected[name], stderr), (name, rc, stderr[-2000:])
+  assert not (tmp_path / "c").exists()  # refused before the workdir or the data is touched

@@ -116,8 +116,9 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch_size") -> None:
   if batch_size % mesh.size:
+    over = f", over {jax.process_count()} processes" if jax.process_count() > 1 else ""
     raise ValueError(f"{what}={batch_size} must be divisible by the number of devices "
-                     f"({mesh.size}) to split each batch evenly")
+                     f"({mesh.size}{over}) to split each batch evenly")
 
 
 def _put(x, sharding: NamedSharding):
